@@ -34,6 +34,7 @@ MAX_SECONDS = 0.5
 MAX_LOOP_ITEMS = 100_000
 SCOPE_ROOTS = frozenset({"inputs", "steps", "run", "secrets"})
 
+_TOO_DEEP = "template is nested too deeply (brackets, `not`s or blocks inside each other)"
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}|\{\{).)*)\}\}\s*$", re.DOTALL)
 
 
@@ -132,6 +133,8 @@ def _compile(source: str, url: bool) -> Any:
         return env.from_string(source)
     except TemplateSyntaxError as exc:
         raise TemplateError(f"template syntax error: {exc.message}", line=exc.lineno) from None
+    except RecursionError:
+        raise TemplateError(_TOO_DEEP) from None
 
 
 @lru_cache(maxsize=4096)
@@ -140,6 +143,8 @@ def _compile_expression(source: str) -> Any:
         return _ENV.compile_expression(source, undefined_to_none=False)
     except TemplateSyntaxError as exc:
         raise TemplateError(f"expression syntax error: {exc.message}", line=exc.lineno) from None
+    except RecursionError:
+        raise TemplateError(_TOO_DEEP) from None
 
 
 class _Limits:
@@ -242,6 +247,8 @@ def parse(source: str, *, expression: bool = False) -> nodes.Template:
     except TemplateSyntaxError as exc:
         kind = "expression" if expression else "template"
         raise TemplateError(f"{kind} syntax error: {exc.message}", line=exc.lineno) from None
+    except RecursionError:
+        raise TemplateError(_TOO_DEEP) from None
 
 
 def references(source: str, *, expression: bool = False) -> Iterator[Reference]:
