@@ -1,0 +1,91 @@
+"""Chat messages waiting to be sent: written with the transition, sent after commit.
+
+A transition's ``ChatEffect``s become outbox rows in the same transaction as
+the state they describe, so a crash between commit and send loses nothing: a
+sender claims due rows under a lease, sends, then finishes (deletes) them, or
+defers them with the error. A sender that dies leaves its lease to expire and
+another one claims the rows again, so delivery is at least once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bot.store.tables import outbox
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutboxItem:
+    """One chat effect to deliver, as claimed by a sender."""
+
+    id: int
+    run_id: str
+    kind: str
+    """``run``, ``approval``, ``alert`` or ``reminder`` (see ``ChatEffect``)."""
+    step_key: str
+    payload: dict[str, Any]
+    tries: int
+    """Failed deliveries so far (``defer`` counts them): 0 on the first try, for back-off."""
+    created_at: datetime
+
+
+async def claim(
+    conn: AsyncConnection, owner: str, now: datetime, *, limit: int, lease: timedelta
+) -> list[OutboxItem]:
+    """Lease up to ``limit`` due rows to ``owner`` in one statement, oldest first.
+
+    The inner ``SELECT … FOR UPDATE SKIP LOCKED`` makes concurrent claimers on
+    PostgreSQL pass over each other's rows instead of queueing; SQLite has one
+    writer at a time, so the clause is dropped there.
+    """
+    free = sa.or_(outbox.c.lease_until.is_(None), outbox.c.lease_until < now)
+    due = (
+        sa.select(outbox.c.id)
+        .where(outbox.c.due_at <= now, free)
+        .order_by(outbox.c.due_at, outbox.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    result = await conn.execute(
+        sa.update(outbox)
+        .where(outbox.c.id.in_(due.scalar_subquery()))
+        .values(lease_owner=owner, lease_until=now + lease)
+        .returning(
+            outbox.c.id,
+            outbox.c.run_id,
+            outbox.c.kind,
+            outbox.c.step_key,
+            outbox.c.payload,
+            outbox.c.tries,
+            outbox.c.created_at,
+        )
+    )
+    items = [OutboxItem(**row) for row in result.mappings()]
+    return sorted(items, key=lambda item: item.id)
+
+
+async def finish(conn: AsyncConnection, ids: Collection[int]) -> None:
+    """Delete delivered rows."""
+    if ids:
+        await conn.execute(sa.delete(outbox).where(outbox.c.id.in_(list(ids))))
+
+
+async def defer(conn: AsyncConnection, item_id: int, *, until: datetime, error: str) -> None:
+    """Count a failed delivery, release the lease and make the row due again at ``until``."""
+    await conn.execute(
+        sa.update(outbox)
+        .where(outbox.c.id == item_id)
+        .values(
+            due_at=until,
+            last_error=error,
+            tries=outbox.c.tries + 1,
+            lease_owner=None,
+            lease_until=None,
+        )
+    )

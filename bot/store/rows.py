@@ -1,0 +1,92 @@
+"""Rows ↔ records: the only place that knows how a frozen record is laid out in a table.
+
+Enums are stored as their string values and tuples as JSON lists; everything
+else maps one field to one column of the same name. Datetimes need nothing
+here: ``UTCDateTime`` already hands back aware UTC values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import fields
+from enum import Enum
+from typing import Any
+
+import sqlalchemy as sa
+
+from bot.engine.records import Approval, Attempt, AuditEntry, Run, StepRun, Timer, Vote
+from bot.engine.states import Decision, RunState, StepState, TimerPurpose
+
+Record = Run | StepRun | Attempt | Approval | Vote | Timer | AuditEntry
+
+
+def to_row(record: Record) -> dict[str, Any]:
+    """Column values for ``record``, one per dataclass field."""
+    return {field.name: _plain(getattr(record, field.name)) for field in fields(record)}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def columns_of(row: sa.Row[Any], table: sa.Table) -> dict[str, Any]:
+    """One table's columns out of a joined row, keyed by column name.
+
+    Joined tables share column names (``state``, ``run_id``), so the row is
+    read by ``Column`` object, never by string.
+    """
+    mapping = row._mapping
+    return {column.name: mapping[column] for column in table.c}
+
+
+def _values(cls: type[Record], row: Mapping[Any, Any]) -> dict[str, Any]:
+    return {field.name: row[field.name] for field in fields(cls)}
+
+
+def run_from(row: Mapping[Any, Any]) -> Run:
+    """A ``Run`` from a ``runs`` row (state to enum, undo plan to a tuple)."""
+    values = _values(Run, row)
+    values.update(state=RunState(row["state"]), undo_plan=tuple(row["undo_plan"]))
+    return Run(**values)
+
+
+def step_from(row: Mapping[Any, Any]) -> StepRun:
+    """A ``StepRun`` from a ``step_runs`` row."""
+    values = _values(StepRun, row)
+    values.update(state=StepState(row["state"]))
+    return StepRun(**values)
+
+
+def attempt_from(row: Mapping[Any, Any]) -> Attempt:
+    """An ``Attempt`` from an ``attempts`` row."""
+    return Attempt(**_values(Attempt, row))
+
+
+def approval_from(row: Mapping[Any, Any]) -> Approval:
+    """An ``Approval`` from an ``approvals`` row (deciders to a tuple)."""
+    values = _values(Approval, row)
+    values.update(decided_by=tuple(row["decided_by"]))
+    return Approval(**values)
+
+
+def vote_from(row: Mapping[Any, Any]) -> Vote:
+    """A ``Vote`` from a ``votes`` row."""
+    values = _values(Vote, row)
+    values.update(decision=Decision(row["decision"]), groups=tuple(row["groups"]))
+    return Vote(**values)
+
+
+def timer_from(row: Mapping[Any, Any]) -> Timer:
+    """A ``Timer`` from a ``timers`` row."""
+    values = _values(Timer, row)
+    values.update(purpose=TimerPurpose(row["purpose"]))
+    return Timer(**values)
+
+
+def audit_from(row: Mapping[Any, Any]) -> AuditEntry:
+    """An ``AuditEntry`` from an ``audit`` row (its surrogate id is not part of it)."""
+    return AuditEntry(**_values(AuditEntry, row))

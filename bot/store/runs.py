@@ -1,0 +1,337 @@
+"""The store contract: every query about runs, steps, timers and the outbox.
+
+Callers get frozen records (``bot.engine.records``) and ``OutboxItem``s, never
+rows. Reads run in their own short read transaction and take no locks; writes
+that belong to an event go through ``transaction()`` and ``Tx``; the few
+writes that are not an event (lease renewal, outbox bookkeeping, chat
+references) have methods here, each its own write transaction.
+
+The same contract suite runs on SQLite and PostgreSQL
+(``tests/integration/store``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Collection
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from bot.engine.records import Approval, Attempt, AuditEntry, Run, Snapshot, StepRun, Timer
+from bot.engine.states import RunState, StepState
+from bot.errors import OperationRefused, RunNotFound
+from bot.store import outbox as outbox_queries
+from bot.store import rows
+from bot.store.db import Database
+from bot.store.migrate import migrate
+from bot.store.outbox import OutboxItem
+from bot.store.tables import approvals, attempts, audit, outbox, runs, step_runs, timers
+from bot.store.tx import Tx, load_snapshot
+
+MIN_PREFIX = 4
+"""Shortest run-id prefix ``find_run`` accepts: shorter ones match too many runs."""
+
+_FINISHED = [state.value for state in RunState if state.finished]
+_RETRY_STATES = {"40P01", "40001"}
+"""PostgreSQL's deadlock_detected and serialization_failure."""
+
+
+class Store:
+    """Runs and everything attached to them, on SQLite or PostgreSQL."""
+
+    def __init__(self, *, database: Database) -> None:
+        self.database = database
+
+    async def migrate(self) -> None:
+        """Bring the schema to head (once, under a lock; a no-op when already there)."""
+        await migrate(self.database)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        """A write transaction for one event: commits on exit, rolls back if the block raises.
+
+        PostgreSQL may abort one of two transactions that lock the same runs in
+        opposite orders (a parent telling its child while the child tells its
+        parent); that surfaces as ``OperationRefused``, like the version guard,
+        because the remedy is the same: run the event again.
+        """
+        try:
+            async with self.database.write() as conn:
+                yield Tx(conn=conn)
+        except sa.exc.DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) in _RETRY_STATES:
+                raise OperationRefused("the run changed underneath; try again") from exc
+            raise
+
+    async def get_run(self, run_id: str) -> Run:
+        """The run as last committed. Raises ``RunNotFound``."""
+        async with self.database.read() as conn:
+            row = (await conn.execute(sa.select(runs).where(runs.c.id == run_id))).mappings()
+            found = row.first()
+        if found is None:
+            raise RunNotFound(f"no run {run_id}", run_id=run_id)
+        return rows.run_from(found)
+
+    async def snapshot(self, run_id: str) -> Snapshot:
+        """The run and its rows as one consistent read, without locking (for display).
+
+        Deciding on it is unsafe: ``Tx.load`` is the locked version.
+        """
+        async with self.database.read() as conn:
+            return await load_snapshot(conn, run_id, lock=False)
+
+    async def list_runs(
+        self,
+        *,
+        flow: str | None = None,
+        states: Collection[RunState] | None = None,
+        started_by: str | None = None,
+        since: datetime | None = None,
+        limit: int = 50,
+    ) -> list[Run]:
+        """Runs matching every filter given, newest first (``created_at``, then id)."""
+        query = sa.select(runs).order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit)
+        if flow is not None:
+            query = query.where(runs.c.flow == flow)
+        if states is not None:
+            query = query.where(runs.c.state.in_([RunState(s).value for s in states]))
+        if started_by is not None:
+            query = query.where(runs.c.started_by == started_by)
+        if since is not None:
+            query = query.where(runs.c.created_at >= since)
+        async with self.database.read() as conn:
+            result = await conn.execute(query)
+            return [rows.run_from(row) for row in result.mappings()]
+
+    async def find_run(self, prefix: str) -> Run:
+        """The run whose id is ``prefix`` or, failing that, the one run whose id starts with it.
+
+        People type the first few characters of an id, so a unique prefix of at
+        least ``MIN_PREFIX`` characters is enough. No match, a too-short prefix
+        or several matches raise ``RunNotFound``; the message lists candidates.
+        """
+        prefix = prefix.strip()
+        if len(prefix) < MIN_PREFIX:
+            raise RunNotFound(
+                f"type at least {MIN_PREFIX} characters of the run id (got {prefix!r})",
+                run_id=prefix,
+            )
+        # substr, not LIKE: LIKE ignores case on SQLite but not on PostgreSQL, and
+        # would need its wildcards escaped. An exact id sorts before its extensions.
+        query = (
+            sa.select(runs)
+            .where(sa.func.substr(runs.c.id, 1, len(prefix)) == prefix)
+            .order_by(runs.c.id)
+            .limit(6)
+        )
+        async with self.database.read() as conn:
+            found = [rows.run_from(row) for row in (await conn.execute(query)).mappings()]
+        exact = [run for run in found if run.id == prefix]
+        if exact:
+            return exact[0]
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            raise RunNotFound(f"no run id starts with {prefix!r}", run_id=prefix)
+        shown = ", ".join(run.id for run in found[:5])
+        more = ", …" if len(found) > 5 else ""
+        raise RunNotFound(
+            f"{prefix!r} matches several runs ({shown}{more}); type more of the id",
+            run_id=prefix,
+            candidates=[run.id for run in found[:5]],
+        )
+
+    async def attempts(self, run_id: str) -> list[Attempt]:
+        """Every attempt of every step of the run, in the order they started."""
+        query = (
+            sa.select(attempts)
+            .where(attempts.c.run_id == run_id)
+            .order_by(attempts.c.started_at, attempts.c.step_key, attempts.c.number)
+        )
+        async with self.database.read() as conn:
+            return [rows.attempt_from(row) for row in (await conn.execute(query)).mappings()]
+
+    async def audit(self, run_id: str) -> list[AuditEntry]:
+        """The run's audit chain in ``seq`` order (verify it with the hashes)."""
+        query = sa.select(audit).where(audit.c.run_id == run_id).order_by(audit.c.seq)
+        async with self.database.read() as conn:
+            return [rows.audit_from(row) for row in (await conn.execute(query)).mappings()]
+
+    async def audited_run_ids(self) -> list[str]:
+        """Ids of the runs that have audit entries, sorted (to verify every chain)."""
+        query = sa.select(audit.c.run_id).distinct().order_by(audit.c.run_id)
+        async with self.database.read() as conn:
+            return list((await conn.execute(query)).scalars())
+
+    async def due_timers(self, now: datetime, limit: int = 200) -> list[Timer]:
+        """Timers due at or before ``now``, earliest first. Fire each with ``Tx.take_timer``."""
+        query = (
+            sa.select(timers)
+            .where(timers.c.due_at <= now)
+            .order_by(timers.c.due_at, timers.c.run_id, timers.c.step_key)
+            .limit(limit)
+        )
+        async with self.database.read() as conn:
+            return [rows.timer_from(row) for row in (await conn.execute(query)).mappings()]
+
+    async def expired_leases(self, now: datetime, limit: int = 200) -> list[StepRun]:
+        """Running steps whose lease ended before ``now``: their worker died or hung."""
+        query = (
+            sa.select(step_runs)
+            .where(step_runs.c.state == StepState.RUNNING.value, step_runs.c.lease_until < now)
+            .order_by(step_runs.c.lease_until)
+            .limit(limit)
+        )
+        async with self.database.read() as conn:
+            return [rows.step_from(row) for row in (await conn.execute(query)).mappings()]
+
+    async def renew_leases(
+        self, owner: str, keys: Collection[tuple[str, str]], until: datetime
+    ) -> set[tuple[str, str]]:
+        """Extend ``owner``'s leases on ``keys`` (run id, step key) to ``until``.
+
+        Only rows still ``running`` and still leased to ``owner`` are touched
+        (the fence): the result is the keys the owner still holds, and a worker
+        must stop any step missing from it, because another worker has it now.
+        """
+        if not keys:
+            return set()
+        query = (
+            sa.update(step_runs)
+            .where(
+                sa.tuple_(step_runs.c.run_id, step_runs.c.key).in_(list(keys)),
+                step_runs.c.state == StepState.RUNNING.value,
+                step_runs.c.lease_owner == owner,
+            )
+            .values(lease_until=until)
+            .returning(step_runs.c.run_id, step_runs.c.key)
+        )
+        async with self.database.write() as conn:
+            return {(run_id, key) for run_id, key in await conn.execute(query)}
+
+    async def runs_in_state(self, states: Collection[RunState], limit: int) -> list[str]:
+        """Ids of runs in ``states``, least recently updated first (recovery walks these)."""
+        query = (
+            sa.select(runs.c.id)
+            .where(runs.c.state.in_([RunState(s).value for s in states]))
+            .order_by(runs.c.updated_at, runs.c.id)
+            .limit(limit)
+        )
+        async with self.database.read() as conn:
+            return list((await conn.execute(query)).scalars())
+
+    async def pending_approvals(self, *, limit: int = 100) -> list[tuple[Run, StepRun, Approval]]:
+        """Undecided approvals with their run and step, oldest request first."""
+        query = (
+            sa.select(runs, step_runs, approvals)
+            .select_from(
+                approvals.join(runs, runs.c.id == approvals.c.run_id).join(
+                    step_runs,
+                    sa.and_(
+                        step_runs.c.run_id == approvals.c.run_id,
+                        step_runs.c.key == approvals.c.step_key,
+                    ),
+                )
+            )
+            .where(approvals.c.state == "pending")
+            .order_by(approvals.c.requested_at, approvals.c.run_id, approvals.c.step_key)
+            .limit(limit)
+        )
+        async with self.database.read() as conn:
+            result = await conn.execute(query)
+            return [
+                (
+                    rows.run_from(rows.columns_of(row, runs)),
+                    rows.step_from(rows.columns_of(row, step_runs)),
+                    rows.approval_from(rows.columns_of(row, approvals)),
+                )
+                for row in result
+            ]
+
+    async def waiting_children(self) -> list[tuple[str, str, str]]:
+        """``(parent_run_id, step_key, child_run_id)`` where a finished child's parent still waits.
+
+        Normally the child's last transition tells its parent in the same
+        transaction; this finds the cases where that was lost, so recovery can
+        re-emit ``ChildFinished`` (the machine ignores duplicates).
+        """
+        child = runs.alias("child")
+        query = (
+            sa.select(child.c.parent_run_id, child.c.parent_step_key, child.c.id)
+            .join(
+                step_runs,
+                sa.and_(
+                    step_runs.c.run_id == child.c.parent_run_id,
+                    step_runs.c.key == child.c.parent_step_key,
+                ),
+            )
+            .where(step_runs.c.state == StepState.WAITING.value, child.c.state.in_(_FINISHED))
+            .order_by(child.c.parent_run_id, child.c.parent_step_key, child.c.id)
+        )
+        async with self.database.read() as conn:
+            return [(parent, key, child_id) for parent, key, child_id in await conn.execute(query)]
+
+    async def claim_outbox(
+        self, owner: str, now: datetime, *, limit: int = 50, lease: timedelta
+    ) -> list[OutboxItem]:
+        """Lease due outbox rows to ``owner`` until ``now + lease``, oldest first.
+
+        A row is claimable when due and unleased or its lease expired. Two
+        concurrent claimers never get the same row. Finish or defer every item
+        before the lease ends, or another sender will claim it again.
+        """
+        async with self.database.write() as conn:
+            return await outbox_queries.claim(conn, owner, now, limit=limit, lease=lease)
+
+    async def finish_outbox(self, ids: Collection[int]) -> None:
+        """Delete delivered outbox rows (unknown ids are ignored)."""
+        async with self.database.write() as conn:
+            await outbox_queries.finish(conn, ids)
+
+    async def defer_outbox(self, item_id: int, *, until: datetime, error: str) -> None:
+        """Put a failed delivery back, due at ``until``: ``tries`` goes up, the error is kept."""
+        async with self.database.write() as conn:
+            await outbox_queries.defer(conn, item_id, until=until, error=error)
+
+    async def set_chat_ref(self, run_id: str, name: str, value: Any) -> None:
+        """Set ``runs.chat[name] = value``, keeping the other keys and the version.
+
+        The chat adapter records where it posted (channel, message ts) after
+        the fact; bumping the version would make a concurrent transition fail
+        its guard for no reason. ``Tx.write`` leaves ``chat`` alone unless the
+        machine changed it, so the reference is not lost. Raises ``RunNotFound``.
+        """
+        async with self.database.write() as conn:
+            current = (
+                await conn.execute(
+                    sa.select(runs.c.chat).where(runs.c.id == run_id).with_for_update()
+                )
+            ).first()
+            if current is None:
+                raise RunNotFound(f"no run {run_id}", run_id=run_id)
+            chat = {**current.chat, name: value}
+            await conn.execute(sa.update(runs).where(runs.c.id == run_id).values(chat=chat))
+
+    async def count_runs(self, *, states: Collection[RunState] | None = None) -> int:
+        """How many runs there are (in ``states``, if given)."""
+        query = sa.select(sa.func.count()).select_from(runs)
+        if states is not None:
+            query = query.where(runs.c.state.in_([RunState(s).value for s in states]))
+        async with self.database.read() as conn:
+            return int((await conn.execute(query)).scalar_one())
+
+    async def count_steps(self, *, states: Collection[StepState] | None = None) -> int:
+        """How many step rows there are (in ``states``, if given), across all runs."""
+        query = sa.select(sa.func.count()).select_from(step_runs)
+        if states is not None:
+            query = query.where(step_runs.c.state.in_([StepState(s).value for s in states]))
+        async with self.database.read() as conn:
+            return int((await conn.execute(query)).scalar_one())
+
+    async def count_outbox(self) -> int:
+        """How many chat effects are not delivered yet, due or deferred."""
+        query = sa.select(sa.func.count()).select_from(outbox)
+        async with self.database.read() as conn:
+            return int((await conn.execute(query)).scalar_one())

@@ -1,0 +1,267 @@
+"""The write transaction the engine applies one event in: lock, load, write.
+
+The runner's loop is ``load`` (locks the run row) → ``machine.decide`` (pure) →
+``write`` (every row the transition changed, in a handful of batched
+statements) → commit. Side effects only start after the commit, from the
+outbox rows and executions the transition named.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bot.engine.events import Transition
+from bot.engine.records import Run, Snapshot
+from bot.engine.states import TimerPurpose
+from bot.errors import OperationRefused, RunNotFound
+from bot.store import rows
+from bot.store.tables import (
+    approvals,
+    attempts,
+    audit,
+    deliveries,
+    outbox,
+    runs,
+    schedule_fires,
+    step_runs,
+    timers,
+    votes,
+)
+
+
+def dialect_insert(conn: AsyncConnection, table: sa.Table) -> sqlite.Insert | postgresql.Insert:
+    """An INSERT that knows ``ON CONFLICT`` for the connection's dialect."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+async def upsert(
+    conn: AsyncConnection,
+    table: sa.Table,
+    values: Sequence[dict[str, Any]],
+    *,
+    keep: Collection[str] = (),
+) -> None:
+    """Insert ``values`` in one batched statement, overwriting rows whose primary key exists.
+
+    Columns in ``keep`` are written only by the insert: an attempt's ``started_at``
+    is set when it starts and must survive the update that records its end.
+    """
+    if not values:
+        return
+    insert = dialect_insert(conn, table)
+    keys = [column.name for column in table.primary_key.columns]
+    statement = insert.on_conflict_do_update(
+        index_elements=keys,
+        set_={
+            name: insert.excluded[name]
+            for name in values[0]
+            if name not in keys and name not in keep
+        },
+    )
+    await conn.execute(statement, list(values))
+
+
+async def load_snapshot(conn: AsyncConnection, run_id: str, *, lock: bool) -> Snapshot:
+    """Read one run and every row the machine needs; ``lock`` takes the run row's lock."""
+    query = sa.select(runs).where(runs.c.id == run_id)
+    if lock:
+        query = query.with_for_update()
+    row = (await conn.execute(query)).mappings().first()
+    if row is None:
+        raise RunNotFound(f"no run {run_id}", run_id=run_id)
+    steps = await conn.execute(
+        sa.select(step_runs).where(step_runs.c.run_id == run_id).order_by(step_runs.c.key)
+    )
+    asked = await conn.execute(sa.select(approvals).where(approvals.c.run_id == run_id))
+    ballots = await conn.execute(
+        sa.select(votes)
+        .where(votes.c.run_id == run_id)
+        .order_by(votes.c.at, votes.c.step_key, votes.c.voter)
+    )
+    alarms = await conn.execute(
+        sa.select(timers).where(timers.c.run_id == run_id).order_by(timers.c.due_at)
+    )
+    return Snapshot(
+        run=rows.run_from(row),
+        steps={step.key: step for step in map(rows.step_from, steps.mappings())},
+        approvals={a.step_key: a for a in map(rows.approval_from, asked.mappings())},
+        votes=tuple(map(rows.vote_from, ballots.mappings())),
+        timers=tuple(map(rows.timer_from, alarms.mappings())),
+    )
+
+
+class Tx:
+    """One write transaction, opened by ``Store.transaction()``; commits when the block ends.
+
+    Everything done through one ``Tx`` commits or rolls back together. On
+    PostgreSQL the run rows it ``load``s stay locked until then; on SQLite the
+    whole database is (``BEGIN IMMEDIATE``), so keep transactions short and
+    never await the network inside one.
+    """
+
+    def __init__(self, *, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def insert_run(self, run: Run) -> None:
+        """Insert a new run row (no steps yet: ``StartRun`` creates them).
+
+        A run id that exists already is an ``IntegrityError``: ids are random,
+        so that means a bug, not a race to hide.
+        """
+        await self.conn.execute(sa.insert(runs), [rows.to_row(run)])
+
+    async def load(self, run_id: str) -> Snapshot:
+        """The run and its steps, approvals, votes and timers, with the run row locked.
+
+        Every writer of a run's rows loads it first, so writers of one run
+        queue here (``FOR UPDATE`` on PostgreSQL). Raises ``RunNotFound``.
+        """
+        return await load_snapshot(self.conn, run_id, lock=True)
+
+    async def write(self, before: Snapshot, transition: Transition) -> list[int]:
+        """Write what ``transition`` changed; return the ids of the outbox rows it added.
+
+        Invariants:
+
+        - The run row is updated only if its version is still
+          ``before.run.version``; otherwise ``OperationRefused`` and nothing is
+          written (the transaction should be rolled back and the event retried).
+          The machine increments the version, so a stale writer always misses.
+        - ``runs.chat`` is overwritten only if the machine changed it: chat
+          references arrive through ``Store.set_chat_ref`` without a version bump
+          and must survive transitions decided on an older copy.
+        - Cleared timers are deleted before new ones are set, so a timer that is
+          cleared and set again in one transition ends up set.
+        - Outbox rows are due at ``transition.run.updated_at``: the machine's
+          clock, not the wall clock, so tests with a fake clock see them due.
+        - Nothing happens when ``transition.changed`` is False.
+
+        A typical transition (run, one step, one attempt, one audit entry, one
+        chat effect) costs five statements; each further kind of row adds one,
+        however many rows of that kind there are.
+        """
+        if not transition.changed:
+            return []
+        run = transition.run
+        if run.id != before.run.id or run.version <= before.run.version:
+            raise ValueError(
+                f"transition for run {run.id} v{run.version} does not follow "
+                f"run {before.run.id} v{before.run.version}"
+            )
+        values = rows.to_row(run)
+        del values["id"]
+        if run.chat == before.run.chat:
+            del values["chat"]
+        result = await self.conn.execute(
+            sa.update(runs)
+            .where(runs.c.id == run.id, runs.c.version == before.run.version)
+            .values(values)
+        )
+        if result.rowcount != 1:
+            raise OperationRefused("the run changed underneath; try again", run_id=run.id)
+        if transition.new_runs:
+            await self.conn.execute(sa.insert(runs), [rows.to_row(r) for r in transition.new_runs])
+        await upsert(self.conn, step_runs, [rows.to_row(step) for step in transition.steps])
+        await upsert(
+            self.conn,
+            attempts,
+            [rows.to_row(a) for a in transition.attempts],
+            keep=("started_at",),
+        )
+        await upsert(self.conn, approvals, [rows.to_row(a) for a in transition.approvals])
+        await upsert(self.conn, votes, [rows.to_row(vote) for vote in transition.votes])
+        await self._clear_timers(run.id, transition.timers_cleared)
+        await upsert(self.conn, timers, [rows.to_row(timer) for timer in transition.timers_set])
+        if transition.audit:
+            await self.conn.execute(
+                sa.insert(audit), [rows.to_row(entry) for entry in transition.audit]
+            )
+        return await self._add_outbox(transition, run.updated_at)
+
+    async def _clear_timers(self, run_id: str, cleared: Iterable[tuple[str, TimerPurpose]]) -> None:
+        params = [
+            {"r": run_id, "k": key, "p": TimerPurpose(purpose).value} for key, purpose in cleared
+        ]
+        if params:
+            await self.conn.execute(
+                sa.delete(timers).where(
+                    timers.c.run_id == sa.bindparam("r"),
+                    timers.c.step_key == sa.bindparam("k"),
+                    timers.c.purpose == sa.bindparam("p"),
+                ),
+                params,
+            )
+
+    async def _add_outbox(self, transition: Transition, now: datetime) -> list[int]:
+        if not transition.chat:
+            return []
+        params = [
+            {
+                "run_id": effect.run_id,
+                "kind": effect.kind,
+                "step_key": effect.step_key,
+                "payload": effect.payload,
+                "created_at": now,
+                "due_at": now,
+                "tries": 0,
+            }
+            for effect in transition.chat
+        ]
+        result = await self.conn.execute(
+            sa.insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True), params
+        )
+        return list(result.scalars())
+
+    async def take_timer(self, run_id: str, key: str, purpose: TimerPurpose) -> bool:
+        """Delete the timer; True only for the one caller whose DELETE removed it.
+
+        This is what makes a timer fire once: however many schedulers see it
+        due, one transaction wins the row and the others get False and stop.
+        """
+        result = await self.conn.execute(
+            sa.delete(timers).where(
+                timers.c.run_id == run_id,
+                timers.c.step_key == key,
+                timers.c.purpose == TimerPurpose(purpose).value,
+            )
+        )
+        return result.rowcount == 1
+
+    async def claim_delivery(self, source: str, key: str, now: datetime) -> bool:
+        """Record that ``(source, key)`` arrived; False if it had already (drop the duplicate).
+
+        Uses ``ON CONFLICT DO NOTHING``, so a duplicate does not abort the
+        transaction on PostgreSQL; a concurrent twin waits for the first to
+        commit and then gets False.
+        """
+        statement = dialect_insert(self.conn, deliveries).on_conflict_do_nothing()
+        result = await self.conn.execute(
+            statement, {"source": source, "key": key, "created_at": now}
+        )
+        return result.rowcount == 1
+
+    async def claim_schedule_fire(self, flow: str, fire_time: datetime, run_id: str) -> bool:
+        """Record that ``flow``'s schedule fired at ``fire_time`` as ``run_id``.
+
+        False if that fire was already claimed (another replica, or a catch-up
+        after a restart): the caller must not start the run.
+        """
+        statement = dialect_insert(self.conn, schedule_fires).on_conflict_do_nothing()
+        result = await self.conn.execute(
+            statement,
+            {
+                "flow": flow,
+                "fire_time": fire_time,
+                "run_id": run_id,
+                "created_at": datetime.now(UTC),
+            },
+        )
+        return result.rowcount == 1

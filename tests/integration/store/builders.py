@@ -1,0 +1,122 @@
+"""Records with every field set to something a round trip could get wrong."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bot.engine.events import ChatEffect, Transition
+from bot.engine.records import (
+    Approval,
+    Attempt,
+    AuditEntry,
+    Run,
+    Snapshot,
+    StepRun,
+    Timer,
+    Vote,
+)
+from bot.engine.states import Decision, RunState, StepState, TimerPurpose
+
+T0 = datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=UTC)
+"""Microseconds on purpose: both backends must keep them."""
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def new_id() -> str:
+    return secrets.token_hex(8)
+
+
+def make_run(run_id: str | None = None, **fields: Any) -> Run:
+    values: dict[str, Any] = {
+        "id": run_id or new_id(),
+        "flow": "deploy",
+        "definition": {"name": "deploy", "steps": [{"id": "fetch", "kind": "http"}]},
+        "definition_hash": "d" * 64,
+        "state": RunState.RUNNING,
+        "inputs": {"env": "prod", "count": 3, "tags": ["a", "b"], "nested": {"ok": True}},
+        "started_by": "U123",
+        "source": {"channel": "C1", "thread": None},
+        "created_at": T0,
+        "updated_at": T0,
+    }
+    values.update(fields)
+    return Run(**values)
+
+
+def make_step(run_id: str, key: str = "fetch", **fields: Any) -> StepRun:
+    values: dict[str, Any] = {
+        "run_id": run_id,
+        "key": key,
+        "step_id": key.split("[")[0],
+        "kind": "http",
+        "state": StepState.RUNNING,
+        "attempt": 1,
+        "started_at": at(1),
+        "lease_owner": "host:1",
+        "lease_until": at(31),
+        "detail": {"idempotency_key": f"{run_id}:{key}"},
+    }
+    values.update(fields)
+    return StepRun(**values)
+
+
+def make_attempt(run_id: str, key: str = "fetch", number: int = 1, **fields: Any) -> Attempt:
+    return Attempt(run_id=run_id, step_key=key, number=number, started_at=at(number), **fields)
+
+
+def make_approval(run_id: str, key: str = "ok", **fields: Any) -> Approval:
+    values: dict[str, Any] = {"run_id": run_id, "step_key": key, "requested_at": at(2)}
+    values.update(fields)
+    return Approval(**values)
+
+
+def make_vote(run_id: str, voter: str, key: str = "ok", **fields: Any) -> Vote:
+    values: dict[str, Any] = {
+        "run_id": run_id,
+        "step_key": key,
+        "voter": voter,
+        "decision": Decision.APPROVED,
+        "level": 0,
+        "at": at(3),
+    }
+    values.update(fields)
+    return Vote(**values)
+
+
+def make_timer(
+    run_id: str, key: str = "fetch", purpose: TimerPurpose = TimerPurpose.RETRY, due: float = 60
+) -> Timer:
+    return Timer(run_id=run_id, step_key=key, purpose=purpose, due_at=at(due))
+
+
+def make_audit(run_id: str, seq: int, **fields: Any) -> AuditEntry:
+    values: dict[str, Any] = {
+        "run_id": run_id,
+        "seq": seq,
+        "at": at(seq),
+        "actor": "U123",
+        "action": "step.started",
+        "detail": {"key": "fetch"},
+        "prev_hash": f"{seq - 1:064x}",
+        "hash": f"{seq:064x}",
+    }
+    values.update(fields)
+    return AuditEntry(**values)
+
+
+def effect(run_id: str, kind: str = "run", **fields: Any) -> ChatEffect:
+    return ChatEffect(kind=kind, run_id=run_id, **fields)
+
+
+def next_transition(before: Snapshot, *, now: float = 10, **fields: Any) -> Transition:
+    """A transition as the machine makes one: the run's version moves on by one."""
+    run_fields: dict[str, Any] = {"version": before.run.version + 1, "updated_at": at(now)}
+    run_fields.update(fields.pop("run_fields", {}))
+    run = replace(before.run, **run_fields)
+    return Transition(run=run, **fields)

@@ -1,0 +1,131 @@
+"""The chat outbox: written with transitions, claimed under leases, finished or deferred."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from bot.store import OutboxItem, Store
+from tests.integration.store.builders import (
+    at,
+    effect,
+    make_attempt,
+    make_audit,
+    make_run,
+    make_step,
+    next_transition,
+)
+
+LEASE = timedelta(seconds=30)
+
+
+async def queue(store: Store, count: int, *, now: float = 10) -> tuple[str, list[int]]:
+    run = make_run()
+    async with store.transaction() as tx:
+        await tx.insert_run(run)
+        before = await tx.load(run.id)
+        effects = tuple(
+            effect(run.id, "alert", step_key=f"s{n}", payload={"n": n}) for n in range(count)
+        )
+        ids = await tx.write(before, next_transition(before, now=now, chat=effects))
+    return run.id, ids
+
+
+async def test_claim_returns_due_items_with_their_payload(store: Store) -> None:
+    run_id, ids = await queue(store, 2, now=10)
+    assert await store.claim_outbox("w1", at(9), lease=LEASE) == [], "not due yet"
+    items = await store.claim_outbox("w1", at(10), lease=LEASE)
+    assert items == [
+        OutboxItem(
+            id=ids[n],
+            run_id=run_id,
+            kind="alert",
+            step_key=f"s{n}",
+            payload={"n": n},
+            tries=0,
+            created_at=at(10),
+        )
+        for n in range(2)
+    ]
+
+
+async def test_a_lease_hides_items_until_it_expires(store: Store) -> None:
+    _, ids = await queue(store, 3)
+    first = await store.claim_outbox("w1", at(10), limit=2, lease=LEASE)
+    assert [item.id for item in first] == ids[:2]
+    second = await store.claim_outbox("w2", at(20), lease=LEASE)
+    assert [item.id for item in second] == ids[2:]
+    assert await store.claim_outbox("w2", at(39), lease=LEASE) == []
+    again = await store.claim_outbox("w2", at(41), lease=LEASE)
+    assert [item.id for item in again] == ids[:2], "w1 stopped renewing: its items come back"
+
+
+async def test_defer_counts_the_failure_and_delays_the_item(store: Store) -> None:
+    _, ids = await queue(store, 1)
+    await store.claim_outbox("w1", at(10), lease=LEASE)
+    await store.defer_outbox(ids[0], until=at(100), error="slack said ratelimited")
+    assert await store.claim_outbox("w1", at(99), lease=LEASE) == []
+    (item,) = await store.claim_outbox("w1", at(100), lease=LEASE)
+    assert item.tries == 1
+    async with store.database.read() as conn:
+        error = await conn.scalar(sa.text("SELECT last_error FROM outbox"))
+    assert error == "slack said ratelimited"
+
+
+async def test_finish_deletes_delivered_items(store: Store) -> None:
+    _, ids = await queue(store, 3)
+    await store.claim_outbox("w1", at(10), lease=LEASE)
+    await store.finish_outbox(ids[:2])
+    await store.finish_outbox([])
+    assert await store.count_outbox() == 1
+    (left,) = await store.claim_outbox("w1", at(1000), lease=LEASE)
+    assert left.id == ids[2]
+
+
+async def test_concurrent_claimers_never_share_an_item(store: Store) -> None:
+    _, ids = await queue(store, 40)
+    start = asyncio.Event()
+
+    async def claimer(name: str) -> list[int]:
+        await start.wait()
+        got: list[int] = []
+        while batch := await store.claim_outbox(name, at(10), limit=3, lease=LEASE):
+            got.extend(item.id for item in batch)
+        return got
+
+    tasks = [asyncio.create_task(claimer(f"w{n}")) for n in range(4)]
+    start.set()
+    async with asyncio.timeout(30):
+        batches = await asyncio.gather(*tasks)
+    claimed = [item for batch in batches for item in batch]
+    assert sorted(claimed) == ids
+
+
+async def test_a_typical_transition_is_five_statements(store: Store) -> None:
+    run = make_run()
+    async with store.transaction() as tx:
+        await tx.insert_run(run)
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(args[2].split()[0].upper())
+
+    engine = store.database.engine.sync_engine
+    async with store.transaction() as tx:
+        before = await tx.load(run.id)
+        transition = next_transition(
+            before,
+            steps=(make_step(run.id),),
+            attempts=(make_attempt(run.id),),
+            audit=(make_audit(run.id, 1),),
+            chat=(effect(run.id),),
+        )
+        sa.event.listen(engine, "before_cursor_execute", count)
+        try:
+            await tx.write(before, transition)
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", count)
+    assert statements == ["UPDATE", "INSERT", "INSERT", "INSERT", "INSERT"]
