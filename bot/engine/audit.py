@@ -1,0 +1,81 @@
+"""The audit trail's hash chain: each entry seals the one before it.
+
+Per run rather than global, so that writers of different runs never contend on
+one chain head; ``relay audit verify`` walks every run's chain and checks it
+ends at the head the run row records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from bot.engine.records import AuditEntry
+
+
+def entry_hash(
+    *, prev_hash: str, run_id: str, seq: int, at: datetime, actor: str, action: str, detail: Any
+) -> str:
+    """The hash of one entry, over a canonical JSON of its fields and the previous hash."""
+    body = json.dumps(
+        [prev_hash, run_id, seq, at.isoformat(), actor, action, detail],
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
+    )
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def seal(
+    *, run_id: str, seq: int, prev_hash: str, at: datetime, actor: str, action: str, detail: Any
+) -> AuditEntry:
+    """Make the next entry of a chain."""
+    digest = entry_hash(
+        prev_hash=prev_hash,
+        run_id=run_id,
+        seq=seq,
+        at=at,
+        actor=actor,
+        action=action,
+        detail=detail,
+    )
+    return AuditEntry(
+        run_id=run_id,
+        seq=seq,
+        at=at,
+        actor=actor,
+        action=action,
+        detail=detail,
+        prev_hash=prev_hash,
+        hash=digest,
+    )
+
+
+def verify_chain(entries: Iterable[AuditEntry], *, head: str) -> str | None:
+    """None when the chain is intact and ends at ``head``; else what is wrong, in words."""
+    prev = ""
+    expected_seq = 1
+    for entry in entries:
+        if entry.seq != expected_seq:
+            return f"entry {expected_seq} is missing (found {entry.seq})"
+        if entry.prev_hash != prev:
+            return f"entry {entry.seq} does not follow entry {entry.seq - 1}"
+        recomputed = entry_hash(
+            prev_hash=entry.prev_hash,
+            run_id=entry.run_id,
+            seq=entry.seq,
+            at=entry.at,
+            actor=entry.actor,
+            action=entry.action,
+            detail=entry.detail,
+        )
+        if recomputed != entry.hash:
+            return f"entry {entry.seq} ({entry.action}) was altered"
+        prev = entry.hash
+        expected_seq += 1
+    if prev != head:
+        return "the last entries were removed" if head else "entries exist for a run with none"
+    return None
