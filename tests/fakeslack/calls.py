@@ -93,7 +93,11 @@ class Journal(Generic[T]):
                 self._changed.wait(remaining)
 
     async def wait_async(
-        self, keep: Callable[[T], bool], count: int, timeout: float, what: str
+        self,
+        keep: Callable[[T], bool],
+        count: int,
+        timeout: float,  # noqa: ASYNC109 - the journal names the timeout in its error
+        what: str,
     ) -> list[T]:
         """Like `wait`, but yields to the event loop between looks."""
         deadline = time.monotonic() + timeout
