@@ -9,7 +9,7 @@ rows, and ends as a frozen ``Transition``. Every state change goes through
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -254,17 +254,8 @@ class Move:
 
     def scope(self, extra: Mapping[str, Any] | None = None) -> Scope:
         """The template scope as the machine sees it: secrets are never rendered here."""
-        return Scope(
-            inputs=self.run.inputs,
-            steps={
-                row.step_id: {"output": row.output, "state": row.state.value}
-                for row in self.steps.values()
-                if row.key == row.step_id
-            },
-            run=run_info(self.run),
-            secrets={name: "***" for name in self.flow.secrets},
-            extra=extra or {},
-        )
+        masked = {name: "***" for name in self.flow.secrets}
+        return scope_of(self.run, self.steps.values(), secrets=masked, extra=extra)
 
     def build(self) -> Transition:
         if self._status_dirty:
@@ -286,6 +277,31 @@ class Move:
             emits=tuple(self.emits),
             reply=self.reply,
         )
+
+
+def scope_of(
+    run: Run,
+    steps: Iterable[StepRun],
+    *,
+    secrets: Mapping[str, str],
+    extra: Mapping[str, Any] | None = None,
+) -> Scope:
+    """The template scope of a run: its inputs, its whole steps' outputs, and ``secrets``.
+
+    The machine passes masked secrets (what it renders may be shown to people);
+    the runner passes the real values for the request an executor sends.
+    """
+    return Scope(
+        inputs=run.inputs,
+        steps={
+            row.step_id: {"output": row.output, "state": row.state.value}
+            for row in steps
+            if row.key == row.step_id
+        },
+        run=run_info(run),
+        secrets=secrets,
+        extra=extra or {},
+    )
 
 
 def run_info(run: Run) -> dict[str, Any]:

@@ -24,7 +24,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bot.definitions.models import FlowDef
-from bot.definitions.templating import Scope
 from bot.engine.events import (
     Event,
     LeaseExpired,
@@ -35,7 +34,7 @@ from bot.engine.events import (
     Transition,
 )
 from bot.engine.machine import decide
-from bot.engine.move import Context, Definition, applied, flow_of, run_info
+from bot.engine.move import Context, Definition, applied, flow_of, scope_of
 from bot.engine.records import Run, Snapshot
 from bot.engine.states import RunState
 from bot.errors import FlowNotFound, OperationRefused, RelayError
@@ -254,17 +253,7 @@ class Engine:
             loop_name = getattr(getattr(step, "for_each", None), "as_", "item")
             extra = {loop_name: items[index], "index": index}
         secret_values = {name: self._environ.get(name, "") for name in flow.secrets}
-        scope = Scope(
-            inputs=snapshot.run.inputs,
-            steps={
-                r.step_id: {"output": r.output, "state": r.state.value}
-                for r in snapshot.steps.values()
-                if r.key == r.step_id
-            },
-            run=run_info(snapshot.run),
-            secrets=secret_values,
-            extra=extra,
-        )
+        scope = scope_of(snapshot.run, snapshot.steps.values(), secrets=secret_values, extra=extra)
         services = {}
         for name, service in flow.services.items():
             url = service.url if service.url is not None else self._environ.get(service.env or "")
