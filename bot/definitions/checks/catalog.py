@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Mapping
 
-from bot.definitions.checks.context import CheckContext, is_template
-from bot.definitions.inputs import coerce_value
+from bot.definitions.checks.context import CheckContext
+from bot.definitions.checks.given_inputs import Wording, given_inputs
 from bot.definitions.models import FlowDef, Path, SubFlowStep
 from bot.definitions.problems import Problem, suggestion
 
@@ -94,30 +94,25 @@ def _missing_flow(
 def _input_problems(
     ctx: CheckContext, path: Path, step: SubFlowStep, callee: FlowDef
 ) -> Iterator[Problem]:
-    for name, definition in callee.inputs.items():
-        if definition.is_required and name not in step.inputs:
-            yield ctx.problem(
-                (*path, "inputs") if step.inputs else path,
-                "missing-input",
-                f"step `{step.id}` does not give `{callee.name}` its required input `{name}`",
-                f"add `{name}:` under this step's `inputs:`",
-            )
-    for name, value in step.inputs.items():
-        where = (*path, "inputs", name)
-        if name not in callee.inputs:
-            yield ctx.problem(
-                where,
-                "unknown-input",
-                f"`{callee.name}` has no input `{name}`{suggestion(name, callee.inputs)}",
-                f"remove it, or use one of the inputs of `{callee.name}`",
-            )
-        elif not (isinstance(value, str) and is_template(value)):
-            try:
-                coerce_value(callee.inputs[name], value)
-            except ValueError as exc:
-                yield ctx.problem(
-                    where,
-                    "bad-input-value",
-                    f"the value for `{name}` does not fit the input of `{callee.name}`: {exc}",
-                    f"give a value that fits the input `{name}` of `{callee.name}`",
-                )
+    wording = Wording(
+        missing=lambda name: (
+            f"step `{step.id}` does not give `{callee.name}` its required input `{name}`",
+            f"add `{name}:` under this step's `inputs:`",
+        ),
+        unknown=lambda name: (
+            f"`{callee.name}` has no input `{name}`{suggestion(name, callee.inputs)}",
+            f"remove it, or use one of the inputs of `{callee.name}`",
+        ),
+        bad_value=lambda name, exc: (
+            f"the value for `{name}` does not fit the input of `{callee.name}`: {exc}",
+            f"give a value that fits the input `{name}` of `{callee.name}`",
+        ),
+    )
+    yield from given_inputs(
+        ctx,
+        path,
+        step.inputs,
+        callee,
+        missing_at=(*path, "inputs") if step.inputs else path,
+        wording=wording,
+    )

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 
-from bot.definitions.checks.context import CheckContext, is_template
+from bot.definitions.checks.context import CheckContext
+from bot.definitions.checks.given_inputs import Wording, given_inputs
 from bot.definitions.inputs import coerce_value
-from bot.definitions.models import ApprovalStep, Path, RetryingStep, RetryPolicy
+from bot.definitions.models import ApprovalStep, FlowDef, Path, RetryingStep, RetryPolicy
 from bot.definitions.problems import Problem, suggestion
 from bot.definitions.values import format_duration
 
@@ -60,39 +61,37 @@ def _backoff(ctx: CheckContext, path: Path, retry: RetryPolicy) -> Iterator[Prob
         )
 
 
+def _schedule_wording(schedule: str, flow: FlowDef) -> Wording:
+    return Wording(
+        missing=lambda name: (
+            f"the schedule `{schedule}` does not give the required input `{name}`",
+            f"add `{name}:` under this trigger's `inputs:`, or give the input a `default`",
+        ),
+        unknown=lambda name: (
+            f"the schedule gives `{name}`, which is not an input of this flow"
+            f"{suggestion(name, flow.inputs)}",
+            "remove it, or declare it under `inputs:`",
+        ),
+        bad_value=lambda name, exc: (
+            f"the schedule's value for `{name}` does not fit the input: {exc}",
+            f"give a value that fits the input `{name}`",
+        ),
+    )
+
+
 def triggers(ctx: CheckContext) -> Iterator[Problem]:
     """A schedule starts runs with nobody to ask, so it must give every required input."""
     flow = ctx.flow
     for index, trigger in enumerate(flow.triggers):
         path: Path = ("triggers", index)
-        for name, definition in flow.inputs.items():
-            if definition.is_required and name not in trigger.inputs:
-                yield ctx.problem(
-                    (*path, "inputs") if ctx.source.has((*path, "inputs")) else path,
-                    "missing-input",
-                    f"the schedule `{trigger.schedule}` does not give the required input `{name}`",
-                    f"add `{name}:` under this trigger's `inputs:`, or give the input a `default`",
-                )
-        for name, value in trigger.inputs.items():
-            where = (*path, "inputs", name)
-            if name not in flow.inputs:
-                yield ctx.problem(
-                    where,
-                    "unknown-input",
-                    f"the schedule gives `{name}`, which is not an input of this flow"
-                    f"{suggestion(name, flow.inputs)}",
-                    "remove it, or declare it under `inputs:`",
-                )
-            elif not (isinstance(value, str) and is_template(value)):
-                try:
-                    coerce_value(flow.inputs[name], value)
-                except ValueError as exc:
-                    yield ctx.problem(
-                        where,
-                        "bad-input-value",
-                        f"the schedule's value for `{name}` does not fit the input: {exc}",
-                        f"give a value that fits the input `{name}`",
-                    )
+        yield from given_inputs(
+            ctx,
+            path,
+            trigger.inputs,
+            flow,
+            missing_at=(*path, "inputs") if ctx.source.has((*path, "inputs")) else path,
+            wording=_schedule_wording(trigger.schedule, flow),
+        )
 
 
 def permissions(ctx: CheckContext) -> Iterator[Problem]:
