@@ -11,7 +11,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TextIO
 
-from bot.engine.approvals import progress
+from bot.engine.approvals import counted, progress
 from bot.engine.ports import RunView
 from bot.engine.records import StepRun
 from bot.engine.states import RunState, StepState
@@ -118,7 +118,7 @@ class TerminalChat:
         who = [*(level.approvers.users if level.approvers else ())]
         who += [f"@{g}" for g in (level.approvers.groups if level.approvers else ())]
         who += [q.label or q.group or ",".join(q.users) for q in level.quorum]
-        done = progress(level, snapshot.votes_for(step_key))
+        done = progress(level, counted(approval, snapshot.votes_for(step_key)))
         self._print(f"  ? {row.detail.get('question', step_key)}")
         self._print(f"    who may decide: {', '.join(who)} ({done.required} needed)")
         await self._answer(snapshot.run.id, step_key)

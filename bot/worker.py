@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 
 from bot.engine.outbox import Outbox
+from bot.engine.records import Run
 from bot.engine.runner import Engine
 from bot.engine.states import StepState
 
@@ -31,6 +32,18 @@ async def parked(engine: Engine) -> bool:
     if await store.count_steps(states=[StepState.RUNNING, StepState.RETRYING]):
         return False
     return not await store.count_outbox()
+
+
+async def follow(engine: Engine, outbox: Outbox, run_id: str) -> Run:
+    """Work here until the run ends or only people (or a long wait) can move it."""
+
+    async def settled() -> bool:
+        run = await engine.store.get_run(run_id)
+        return run.state.finished or await parked(engine)
+
+    await run_worker(engine, outbox, stop=asyncio.Event(), until=settled)
+    await outbox.deliver()
+    return await engine.store.get_run(run_id)
 
 
 async def run_worker(

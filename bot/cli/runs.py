@@ -28,7 +28,7 @@ from bot.redact import Redactor
 from bot.settings import environment, load_settings
 from bot.terminal import TerminalChat
 from bot.wiring import Services, build_services
-from bot.worker import parked, run_worker
+from bot.worker import follow, parked, run_worker
 
 from .render import runs_table, show_run
 
@@ -83,15 +83,7 @@ async def _run(args: argparse.Namespace) -> int:
 
 async def _follow(services: Services, run_id: str) -> int:
     """Work on the run here until it ends or waits on people."""
-
-    async def settled() -> bool:
-        run = await services.store.get_run(run_id)
-        return run.state.finished or await parked(services.engine)
-
-    stop = asyncio.Event()
-    await run_worker(services.engine, services.outbox, stop=stop, until=settled)
-    await services.outbox.deliver()
-    run = await services.store.get_run(run_id)
+    run = await follow(services.engine, services.outbox, run_id)
     if run.state.active:
         print(
             f"Run {run_id} is {run.state.value}: waiting on people or the clock. "

@@ -12,7 +12,6 @@ and plays three orders through the real engine, printing what happens:
 
 from __future__ import annotations
 
-import asyncio
 import tempfile
 from pathlib import Path
 from typing import TextIO
@@ -27,7 +26,7 @@ from bot.engine.states import RunState
 from bot.settings import environment, load_settings
 from bot.terminal import Answer, TerminalChat
 from bot.wiring import Services, build_services
-from bot.worker import parked, run_worker
+from bot.worker import follow
 
 FLOW = "order-processing"
 DEMO_USER = "U0DEMO"
@@ -39,22 +38,12 @@ def _say(out: TextIO, text: str = "") -> None:
     print(text, file=out, flush=True)
 
 
-async def _finish(services: Services, run_id: str) -> RunState:
-    async def settled() -> bool:
-        run = await services.store.get_run(run_id)
-        return run.state.finished or await parked(services.engine)
-
-    await run_worker(services.engine, services.outbox, stop=asyncio.Event(), until=settled)
-    await services.outbox.deliver()
-    return (await services.store.get_run(run_id)).state
-
-
 async def _order(services: Services, out: TextIO, title: str, inputs: dict[str, str]) -> str:
     _say(out)
     _say(out, f"== {title}")
     _say(out, "   inputs: " + " ".join(f"{k}={v}" for k, v in inputs.items()))
     run = await services.operations.start(FLOW, inputs, Actor(user=DEMO_USER, via="demo"))
-    state = await _finish(services, run.id)
+    state = (await follow(services.engine, services.outbox, run.id)).state
     _say(out, f"   => run {run.id} ended {state.value}")
     return run.id
 

@@ -431,18 +431,9 @@ def _skip(move: Move, event: Skip) -> bool:
         move.set_step(dataclasses.replace(row, state=StepState.SKIPPED, detail={"by": event.actor}))
     else:
         return _unchanged(move, f"step {key} is {row.state}: only a failed step can be skipped")
-    _unfail_containers(move, key)
     move.reply = f"skipped {key}"
     advance(move)
     return True
-
-
-def _unfail_containers(move: Move, key: str) -> None:
-    """Skipping an item of a for_each reopens the for_each around it."""
-    base = key.split("[", 1)[0]
-    if base != key and move.steps[base].state.failed:
-        row = move.steps[base]
-        move.set_step(dataclasses.replace(row, state=StepState.PENDING, error=None))
 
 
 def _child_finished(move: Move, event: ChildFinished) -> bool:

@@ -19,7 +19,7 @@ from bot.engine.permissions import audience_groups, may_operate, may_run
 from bot.engine.ports import Directory
 from bot.engine.records import Run
 from bot.engine.runner import Engine
-from bot.engine.states import Decision, RunState, StepState
+from bot.engine.states import Decision
 from bot.errors import OperationRefused, PermissionDenied, StepNotFound, VoteRefused
 
 
@@ -132,22 +132,3 @@ class Operations:
         if not transition.changed:
             raise OperationRefused(transition.reply or "nothing to skip")
         return transition.reply or "skipped"
-
-    async def waiting_for(self, user: str) -> list[tuple[Run, str]]:
-        """Approvals this user could answer now: (run, step key)."""
-        found: list[tuple[Run, str]] = []
-        for run, row, approval in await self.store.pending_approvals(limit=500):
-            if run.state not in (RunState.RUNNING, RunState.WAITING):
-                continue
-            if row.state is not StepState.WAITING:
-                continue
-            step = flow_of(run).step(row.step_id)
-            if not isinstance(step, ApprovalStep):
-                continue
-            level = step.levels()[min(approval.level, len(step.levels()) - 1)]
-            from bot.engine.approvals import may_decide
-
-            groups = await self.directory.groups_of(user, relevant_groups(level))
-            if may_decide(level, user, groups):
-                found.append((run, row.key))
-        return found

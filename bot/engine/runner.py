@@ -18,7 +18,7 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -119,7 +119,6 @@ class Engine:
         """Attempts with an outcome, being recorded: never cancelled half-way."""
         self._wake = asyncio.Event()
         self.chat_pending = asyncio.Event()
-        self.listeners: list[Callable[[Snapshot, Transition], Awaitable[None] | None]] = []
 
     # ------------------------------------------------------------ lookups
 
@@ -219,10 +218,6 @@ class Engine:
                 self.chat_pending.set()
             if transition.timers_set:
                 self._wake.set()
-            for listener in self.listeners:
-                result = listener(after, transition)
-                if result is not None:
-                    await result
 
     def _landed(self, flight: _Flight, task: asyncio.Task[None]) -> None:
         self._flights.pop(flight, None)
