@@ -7,6 +7,7 @@ ends at the head the run row records.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterable
@@ -16,12 +17,18 @@ from typing import Any
 from bot.engine.records import AuditEntry
 
 
-def entry_hash(
-    *, prev_hash: str, run_id: str, seq: int, at: datetime, actor: str, action: str, detail: Any
-) -> str:
-    """The hash of one entry, over a canonical JSON of its fields and the previous hash."""
+def entry_hash(entry: AuditEntry) -> str:
+    """The hash an entry must carry: a canonical JSON of its fields and the previous hash."""
     body = json.dumps(
-        [prev_hash, run_id, seq, at.isoformat(), actor, action, detail],
+        [
+            entry.prev_hash,
+            entry.run_id,
+            entry.seq,
+            entry.at.isoformat(),
+            entry.actor,
+            entry.action,
+            entry.detail,
+        ],
         sort_keys=True,
         separators=(",", ":"),
         default=str,
@@ -33,16 +40,7 @@ def seal(
     *, run_id: str, seq: int, prev_hash: str, at: datetime, actor: str, action: str, detail: Any
 ) -> AuditEntry:
     """Make the next entry of a chain."""
-    digest = entry_hash(
-        prev_hash=prev_hash,
-        run_id=run_id,
-        seq=seq,
-        at=at,
-        actor=actor,
-        action=action,
-        detail=detail,
-    )
-    return AuditEntry(
+    entry = AuditEntry(
         run_id=run_id,
         seq=seq,
         at=at,
@@ -50,8 +48,9 @@ def seal(
         action=action,
         detail=detail,
         prev_hash=prev_hash,
-        hash=digest,
+        hash="",
     )
+    return dataclasses.replace(entry, hash=entry_hash(entry))
 
 
 def verify_chain(entries: Iterable[AuditEntry], *, head: str) -> str | None:
@@ -63,16 +62,7 @@ def verify_chain(entries: Iterable[AuditEntry], *, head: str) -> str | None:
             return f"entry {expected_seq} is missing (found {entry.seq})"
         if entry.prev_hash != prev:
             return f"entry {entry.seq} does not follow entry {entry.seq - 1}"
-        recomputed = entry_hash(
-            prev_hash=entry.prev_hash,
-            run_id=entry.run_id,
-            seq=entry.seq,
-            at=entry.at,
-            actor=entry.actor,
-            action=entry.action,
-            detail=entry.detail,
-        )
-        if recomputed != entry.hash:
+        if entry_hash(entry) != entry.hash:
             return f"entry {entry.seq} ({entry.action}) was altered"
         prev = entry.hash
         expected_seq += 1

@@ -355,9 +355,8 @@ class Engine:
         Its leases would lapse by themselves, but a restart after a crash should
         not wait for them: a lease owner on this host whose pid is gone is dead.
         """
-        horizon = self.clock.now() + timedelta(days=36500)
         count = 0
-        for row in await self.store.expired_leases(horizon, limit=100_000):
+        for row in await self.store.leased_on(socket.gethostname()):
             if row.lease_owner and _dead_local(row.lease_owner):
                 await self.apply(row.run_id, LeaseExpired(key=row.key, attempt=row.attempt))
                 count += 1

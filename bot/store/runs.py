@@ -187,6 +187,25 @@ class Store:
         async with self.database.read() as conn:
             return [rows.step_from(row) for row in (await conn.execute(query)).mappings()]
 
+    async def leased_on(self, host: str, limit: int = 10_000) -> list[StepRun]:
+        """Running steps leased to a worker on ``host`` (owner ids start ``host:``).
+
+        Recovery reads these at start: an owner on this host whose process is gone
+        died with its attempts, and they can be taken over without waiting for the
+        lease to lapse.
+        """
+        query = (
+            sa.select(step_runs)
+            .where(
+                step_runs.c.state == StepState.RUNNING.value,
+                step_runs.c.lease_owner.startswith(f"{host}:", autoescape=True),
+            )
+            .order_by(step_runs.c.lease_until)
+            .limit(limit)
+        )
+        async with self.database.read() as conn:
+            return [rows.step_from(row) for row in (await conn.execute(query)).mappings()]
+
     async def renew_leases(
         self, owner: str, keys: Collection[tuple[str, str]], until: datetime
     ) -> set[tuple[str, str]]:

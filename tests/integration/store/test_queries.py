@@ -129,6 +129,17 @@ async def test_expired_leases_are_running_steps_past_their_lease(store: Store) -
     assert await store.expired_leases(at(60), limit=1) == [lapsed]
 
 
+async def test_leased_on_is_running_steps_leased_on_that_host(store: Store) -> None:
+    run = make_run()
+    here = make_step(run.id, "a", lease_owner="web_1:41:ab")
+    elsewhere = make_step(run.id, "b", lease_owner="web-2:41:ab")
+    lookalike = make_step(run.id, "c", lease_owner="webx1:41:ab")
+    finished = make_step(run.id, "d", state=StepState.SUCCEEDED, lease_owner="web_1:9:cd")
+    await add(store, run, steps=(here, elsewhere, lookalike, finished))
+    assert await store.leased_on("web_1") == [here]
+    assert await store.leased_on("web-2") == [elsewhere]
+
+
 async def test_renew_leases_only_where_still_held(store: Store) -> None:
     run = make_run()
     mine = make_step(run.id, "a", lease_owner="me")
