@@ -147,7 +147,12 @@ class TerminalChat:
             return
         run = view.snapshot.run
         row = view.snapshot.steps.get(step_key)
-        message = (row.error or {}).get("message", "failed") if row else "failed"
+        if row is None:
+            # No step failed (the run's ``outputs`` did): there is nothing to retry or skip.
+            message = (run.error or {}).get("message", "failed")
+            self._print(f"  ! ALERT {run.flow} run {run.id} failed for good: {message}")
+            return
+        message = (row.error or {}).get("message", "failed")
         self._print(
             f"  ! ALERT {run.flow} run {run.id}: step {step_key} failed for good: {message}"
         )
@@ -158,6 +163,9 @@ class TerminalChat:
     async def remind(self, view: RunView, step_key: str) -> None:
         if self._mine(view):
             self._print(f"  ⏰ still waiting for a decision on {step_key}")
+
+    def literal(self, text: str) -> str:
+        return text
 
     async def notify(
         self, view: RunView, *, channel: str | None, user: str | None, text: str

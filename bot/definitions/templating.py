@@ -23,7 +23,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -123,12 +123,16 @@ def _url_quote(value: Any) -> str:
 
 
 _ENV = _make_env()
-_URL_ENV = _make_env(finalize=_url_quote)
+
+
+@lru_cache(maxsize=8)
+def _env_quoting(literal: Callable[[str], str]) -> _LimitedSandbox:
+    return _make_env(finalize=lambda value: literal(str(value)))
 
 
 @lru_cache(maxsize=4096)
-def _compile(source: str, url: bool) -> Any:
-    env = _URL_ENV if url else _ENV
+def _compile(source: str, literal: Callable[[str], str] | None) -> Any:
+    env = _ENV if literal is None else _env_quoting(literal)
     try:
         return env.from_string(source)
     except TemplateSyntaxError as exc:
@@ -171,11 +175,22 @@ def _explain(exc: Exception) -> TemplateError:
     return TemplateError(f"template failed: {type(exc).__name__}: {exc}")
 
 
-def render(source: str, scope: Scope, *, url: bool = False) -> str:
-    """Render a template to text. ``url=True`` percent-encodes every ``{{ }}`` value."""
+def render(
+    source: str,
+    scope: Scope,
+    *,
+    url: bool = False,
+    literal: Callable[[str], str] | None = None,
+) -> str:
+    """Render a template to text.
+
+    ``url=True`` percent-encodes every ``{{ }}`` value; ``literal`` quotes each
+    value for a markup (a chat's), so a value typed by a person shows as typed
+    and never as markup, while the template's own text keeps its formatting.
+    """
     if "{" not in source:
         return source
-    template = _compile(source, url)
+    template = _compile(source, _url_quote if url else literal)
     chunks: list[str] = []
     size = 0
     with _Limits():
@@ -198,7 +213,12 @@ def evaluate(expression: str, scope: Scope) -> Any:
     compiled = _compile_expression(source)
     with _Limits():
         try:
-            return compiled(**scope.as_context())
+            value = compiled(**scope.as_context())
+            if isinstance(value, Undefined):
+                # StrictUndefined raises only when used: a bare ``steps.a.output.nope``
+                # would otherwise come back as a value and be stored or sent.
+                value._fail_with_undefined_error()
+            return value
         except Exception as exc:
             raise _explain(exc) from None
 

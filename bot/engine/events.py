@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.engine.records import Approval, Attempt, AuditEntry, Run, StepRun, Timer, Vote
-from bot.engine.states import Decision, TimerPurpose
+from bot.engine.states import Decision, RunState, TimerPurpose
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,8 +106,29 @@ class ChildFinished:
     key: str
     child_run_id: str
     succeeded: bool
+    rejected: bool = False
+    """The child ended because an approval was rejected: a decision, not a failure,
+    so the parent treats it as it treats a rejection of its own approvals."""
     outputs: Any = None
     error: str | None = None
+
+
+def child_finished(run: Run, key: str) -> ChildFinished:
+    """What a finished sub-flow run tells the parent step ``key`` waiting for it.
+
+    One builder for the machine (as the child ends) and the runner's recovery
+    (which re-tells parents still waiting), so both report the same outcome.
+    """
+    succeeded = run.state is RunState.SUCCEEDED
+    error = run.error or {}
+    return ChildFinished(
+        key=key,
+        child_run_id=run.id,
+        succeeded=succeeded,
+        rejected=not succeeded and error.get("reason") == "rejected",
+        outputs=run.outputs if succeeded else None,
+        error=None if succeeded else error.get("message", run.state.value),
+    )
 
 
 Event = (

@@ -110,7 +110,12 @@ def _errored(move: Move, event: StepErrored) -> bool:
         "attempts": row.attempt,
     }
     released = dataclasses.replace(
-        row, lease_owner=None, lease_until=None, failures=failures, error=error
+        row,
+        lease_owner=None,
+        lease_until=None,
+        failures=failures,
+        error=error,
+        detail=_without_streak(row.detail),
     )
     if event.retryable and failures < retry.attempts:
         delay = retry.delay(failures, _jitter(move.run.id, row.key, row.attempt)).total_seconds()
@@ -134,6 +139,22 @@ def _errored(move: Move, event: StepErrored) -> bool:
     return True
 
 
+ABANDON_LIMIT = 3
+"""Attempts in a row a step may lose to a stopped worker before it fails for good.
+
+A lost attempt is not the step's fault most of the time (a deploy, a crash
+elsewhere), so it does not use up the retry policy. But a step that kills its
+worker every time (out of memory on a huge response) would otherwise loop for
+ever, so after this many in a row it fails and failure handling takes over.
+Fixed rather than taken from ``retry.attempts``: a step with ``attempts: 1``
+must still survive an ordinary restart.
+"""
+
+
+def _without_streak(detail: dict[str, object]) -> dict[str, object]:
+    return {name: value for name, value in detail.items() if name != "abandoned"}
+
+
 def _lease_expired(move: Move, event: LeaseExpired) -> bool:
     row = move.steps.get(event.key)
     if row is None or row.state is not StepState.RUNNING or row.attempt != event.attempt:
@@ -147,9 +168,33 @@ def _lease_expired(move: Move, event: LeaseExpired) -> bool:
     if row.lease_until is not None and row.lease_until > move.now:
         return _unchanged(move, "the lease is still held")
     move.finish_attempt(row.key, row.attempt, "abandoned", error="worker stopped")
-    move.set_step(dataclasses.replace(row, state=StepState.RETRYING))
-    move.execute(row.key)
-    move.audit(move.ctx.worker or "engine", "step.resumed", step=row.key, attempt=row.attempt + 1)
+    # ``detail["abandoned"]`` counts lost attempts since the last one that reported
+    # back; ``failures`` (the retry policy's budget) is left alone.
+    abandoned = int(row.detail.get("abandoned", 0)) + 1
+    detail = {**row.detail, "abandoned": abandoned}
+    if abandoned >= ABANDON_LIMIT:
+        message = (
+            f"the worker stopped {abandoned} times while running this step; "
+            "it was not retried again"
+        )
+        error = {"message": message, "retryable": False, "attempts": row.attempt}
+        move.set_step(
+            dataclasses.replace(
+                row,
+                state=StepState.FAILED,
+                detail=detail,
+                error=error,
+                lease_owner=None,
+                lease_until=None,
+            )
+        )
+        move.audit(move.ctx.worker or "engine", "step.failed", step=row.key, error=message)
+    else:
+        move.set_step(dataclasses.replace(row, state=StepState.RETRYING, detail=detail))
+        move.execute(row.key)
+        move.audit(
+            move.ctx.worker or "engine", "step.resumed", step=row.key, attempt=row.attempt + 1
+        )
     advance(move)
     return True
 
@@ -338,21 +383,29 @@ def _cancel(move: Move, event: Cancel) -> bool:
     state = move.run.state
     if state in (RunState.SUCCEEDED, RunState.CANCELLED):
         return _unchanged(move, f"the run already ended {state.value}")
-    move.audit(event.actor, "run.cancel", reason=event.reason)
     if state is RunState.FAILED:
+        move.audit(event.actor, "run.cancel", reason=event.reason)
         move.set_run(state=RunState.CANCELLED)
         move.reply = "the failed run is closed"
         return True
-    for key, row in list(move.steps.items()):
-        if row.state.active:
-            move.abort(key)
-    error = {"reason": "cancelled", "by": event.actor, "message": event.reason or "cancelled"}
+    stopped = [key for key, row in move.steps.items() if row.state.active]
+    failure = dict(move.run.error or {}) if state is RunState.COMPENSATING else {}
+    undoing = failure.get("reason") in ("failed", "rejected")
+    seen = {"stopped": stopped, "failure": failure.get("message")} if undoing else {}
+    move.audit(event.actor, "run.cancel", reason=event.reason, **seen)
+    for key in stopped:
+        move.abort(key)
+    cancel = {"by": event.actor, "message": event.reason or "cancelled"}
     if state is RunState.COMPENSATING:
-        # The undo steps are stopped too, so the run ends here and nothing later
-        # would tell a parent run: tell it now.
+        # Cancelled while undoing a failure: the failure stays the run's error, so
+        # ``relay show`` and a parent run still say why it failed. The undo steps
+        # are stopped too, so the run ends here and nothing later would tell a
+        # parent run: tell it now.
+        error = {**failure, "cancelled": cancel} if undoing else {"reason": "cancelled", **cancel}
         move.set_run(state=RunState.CANCELLED, finished_at=move.now, error=error)
         tell_parent(move)
     else:
+        error = {"reason": "cancelled", **cancel}
         move.set_run(state=RunState.COMPENSATING, error=error, undo_plan=undo_plan(move))
     move.reply = "the run is cancelled"
     advance(move)
@@ -394,6 +447,13 @@ _ASK_THE_PARENT = (
 """A finished child run is never reopened: its parent would not be waiting for it."""
 
 
+_NO_STEP_FAILED = (
+    "the run failed rendering its `outputs`, not in a step, so there is no step "
+    "to retry: fix the flow and start a new run"
+)
+"""A failed ``outputs`` template is part of the run's frozen definition: retrying cannot fix it."""
+
+
 def _retry(move: Move, event: Retry) -> bool:
     if move.run.state is not RunState.FAILED:
         return _unchanged(move, f"only a failed run can be retried; this one is {move.run.state}")
@@ -401,6 +461,8 @@ def _retry(move: Move, event: Retry) -> bool:
         return _unchanged(move, "a rejection is a decision, not a failure: start a new run")
     if move.run.parent_run_id is not None:
         return _unchanged(move, _ASK_THE_PARENT.format(parent=move.run.parent_run_id))
+    if event.key is None and (move.run.error or {}).get("step") == "":
+        return _unchanged(move, _NO_STEP_FAILED)
     key = _failed_key(move, event.key)
     if key is None or not move.steps[key].state.failed:
         return _unchanged(move, f"step {event.key or '?'} has not failed")
@@ -447,6 +509,13 @@ def _child_finished(move: Move, event: ChildFinished) -> bool:
     if event.succeeded:
         move.set_step(dataclasses.replace(row, state=StepState.SUCCEEDED, output=event.outputs))
         move.audit(f"run:{event.child_run_id}", "step.succeeded", step=row.key)
+    elif event.rejected:
+        # As if the approval were the parent's own: the step is rejected and the
+        # run ends as a rejection (no alert, no retry), not as a failure.
+        message = f"sub-flow run {event.child_run_id} was rejected: {event.error}"
+        error = {"message": message, "reason": "rejected"}
+        move.set_step(dataclasses.replace(row, state=StepState.REJECTED, error=error))
+        move.audit(f"run:{event.child_run_id}", "step.rejected", step=row.key, error=message)
     else:
         message = f"sub-flow run {event.child_run_id} failed: {event.error}"
         move.set_step(dataclasses.replace(row, state=StepState.FAILED, error={"message": message}))

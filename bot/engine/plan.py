@@ -202,7 +202,8 @@ def _for_each(move: Move, step: HttpStep | NotifyStep | SubFlowStep, row: StepRu
             failed = child
     if failed is not None:
         message = f"item {failed.key} failed: {(failed.error or {}).get('message', '')}"
-        _fail_container(move, row, message, _item_keys(step.id, len(items)))
+        keys = _item_keys(step.id, len(items))
+        _fail_container(move, row, message, keys, rejected=was_rejected(failed))
         return Status.FAILED
     for index in range(len(items)):
         if active >= step.for_each.concurrency:
@@ -392,20 +393,24 @@ def _start_child(move: Move, step: SubFlowStep, row: StepRun, extra: dict[str, A
     return True
 
 
-def begin_failure(move: Move, failed: StepRun, *, reason: str = "failed") -> None:
+def begin_failure(move: Move, failed: StepRun) -> None:
     """A step failed for good: plan the undo steps, then ``on_failure``, then end."""
-    if was_rejected(failed):
-        reason = "rejected"
+    reason = "rejected" if was_rejected(failed) else "failed"
     message = (failed.error or {}).get("message", f"step {failed.key} {failed.state.value}")
+    _fail_run(move, step_key=failed.key, reason=reason, message=message)
+
+
+def _fail_run(move: Move, *, step_key: str, reason: str, message: str) -> None:
+    """Start failure handling; ``step_key`` is empty when no step failed (``outputs``)."""
     undo = undo_plan(move)
     move.set_run(
         state=RunState.COMPENSATING,
-        error={"reason": reason, "step": failed.key, "message": message},
+        error={"reason": reason, "step": step_key, "message": message},
         undo_plan=undo,
     )
     if reason == "failed":
-        move.effect("alert", failed.key)
-    move.audit("engine", "run.failing", step=failed.key, reason=reason, undo=list(undo))
+        move.effect("alert", step_key)
+    move.audit("engine", "run.failing", step=step_key, reason=reason, undo=list(undo))
 
 
 def undo_plan(move: Move) -> tuple[str, ...]:
@@ -457,13 +462,9 @@ def _succeed_run(move: Move) -> None:
         try:
             outputs[name] = render_value(template, scope)
         except TemplateError as exc:
-            move.set_run(
-                state=RunState.FAILED,
-                finished_at=move.now,
-                error={"reason": "failed", "step": "", "message": f"output {name}: {exc.message}"},
-            )
-            move.audit("engine", "run.failed", error=exc.message)
-            tell_parent(move)
+            # The run's last act failed: undo and clean up as for a failed step,
+            # as the failure-handling docs promise for any failure of a run.
+            _fail_run(move, step_key="", reason="failed", message=f"output {name}: {exc.message}")
             return
     move.set_run(state=RunState.SUCCEEDED, finished_at=move.now, outputs=outputs)
     move.audit("engine", "run.succeeded")
@@ -472,21 +473,9 @@ def _succeed_run(move: Move) -> None:
 
 def tell_parent(move: Move) -> None:
     """A sub-flow's run just ended: emit the event that finishes its parent's step."""
-    from bot.engine.events import ChildFinished
+    from bot.engine.events import child_finished
 
     run = move.run
     if run.parent_run_id is None or run.parent_step_key is None:
         return
-    succeeded = run.state is RunState.SUCCEEDED
-    move.emits.append(
-        (
-            run.parent_run_id,
-            ChildFinished(
-                key=run.parent_step_key,
-                child_run_id=run.id,
-                succeeded=succeeded,
-                outputs=run.outputs if succeeded else None,
-                error=None if succeeded else (run.error or {}).get("message", run.state.value),
-            ),
-        )
-    )
+    move.emits.append((run.parent_run_id, child_finished(run, run.parent_step_key)))

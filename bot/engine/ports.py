@@ -38,7 +38,10 @@ class Chat(Protocol):
         """Show an approval's current state: ask, record progress, or close it."""
 
     async def alert(self, view: RunView, step_key: str) -> None:
-        """Tell the operators a step failed for good."""
+        """Tell the operators a step failed for good.
+
+        ``step_key`` is empty when the run failed outside any step (its ``outputs``).
+        """
 
     async def remind(self, view: RunView, step_key: str) -> None:
         """Nudge the approvers of a step still waiting."""
@@ -46,7 +49,14 @@ class Chat(Protocol):
     async def notify(
         self, view: RunView, *, channel: str | None, user: str | None, text: str
     ) -> None:
-        """Send a flow's ``notify`` message; raise to fail the step."""
+        """Send a flow's ``notify`` message; raise to fail the step.
+
+        ``text`` is in the chat's markup, its template values already quoted
+        with ``literal``.
+        """
+
+    def literal(self, text: str) -> str:
+        """``text`` quoted so the chat shows it as typed, never as markup or a mention."""
 
 
 class Directory(Protocol):

@@ -66,7 +66,8 @@ class StepRun:
     lease_owner: str | None = None
     lease_until: datetime | None = None
     detail: dict[str, Any] = field(default_factory=dict)
-    """Kind-specific state: a for_each's items, a sub-run's id, a skip's reason."""
+    """Kind-specific state: a for_each's items, a sub-run's id, a skip's reason, and
+    ``abandoned``, the attempts lost in a row to a stopped worker (``ABANDON_LIMIT``)."""
 
 
 @dataclass(frozen=True, kw_only=True)

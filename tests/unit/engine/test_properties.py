@@ -29,6 +29,7 @@ from bot.engine.audit import verify_chain
 from bot.engine.events import (
     Cancel,
     CastVote,
+    ChildFinished,
     Event,
     LeaseExpired,
     Retry,
@@ -37,6 +38,7 @@ from bot.engine.events import (
     StepSucceeded,
     Transition,
 )
+from bot.engine.machine import ABANDON_LIMIT
 from bot.engine.move import flow_of
 from bot.engine.records import Snapshot
 from bot.engine.states import Decision, RunState, StepState, TimerPurpose
@@ -170,6 +172,12 @@ def flows(
     flow: dict[str, Any] = {"name": name, "steps": steps}
     if draw(st.booleans()):
         flow["on_failure"] = [draw(leaf(ids, kinds, undo=False, hazards=hazards))]
+    if hazards and draw(st.integers(0, 3)) == 0:
+        # Outputs read every step; one that is not there fails the run at its end.
+        flow["outputs"] = {
+            "first": f"{{{{ steps.{steps[0]['id']}.state }}}}",
+            "broken": draw(st.sampled_from(["{{ run.id }}", "{{ run.nope }}"])),
+        }
     return flow
 
 
@@ -244,6 +252,35 @@ class Checked(World):
         assert not self.passive or not t.executions
         for key in t.aborts:
             assert snap.steps[key].state is StepState.CANCELLED
+        failure = before.run.error or {}
+        if failure.get("reason") in ("failed", "rejected") and not isinstance(event, Retry | Skip):
+            # Why a run failed is never overwritten, by a cancel or anything else,
+            # until an operator reopens it.
+            after = t.run.error or {}
+            kept = ("reason", "step", "message")
+            assert {k: after.get(k) for k in kept} == {k: failure.get(k) for k in kept}, event
+        if isinstance(event, LeaseExpired):
+            # A lost attempt never uses up the retry policy's budget.
+            assert snap.steps[event.key].failures == before.steps[event.key].failures
+        for row in t.steps:
+            if row.state is StepState.RUNNING:
+                assert row.detail.get("abandoned", 0) < ABANDON_LIMIT, row
+        for _target, emitted in t.emits:
+            if isinstance(emitted, ChildFinished):
+                # A child tells its parent whether it ended by a rejection.
+                reason = (t.run.error or {}).get("reason")
+                assert emitted.rejected == (not emitted.succeeded and reason == "rejected")
+        if isinstance(event, ChildFinished):
+            # The parent step mirrors how the child ended: a rejection stays one.
+            row = snap.steps[event.key]
+            expected = (
+                StepState.SUCCEEDED
+                if event.succeeded
+                else StepState.REJECTED
+                if event.rejected
+                else StepState.FAILED
+            )
+            assert row.state is expected or event.key in t.aborts, (row, event)
         for row in t.steps:
             if row.state is StepState.RUNNING and row.lease_owner is None:
                 assert self.passive, row
@@ -306,6 +343,14 @@ class Checked(World):
             undoing = run.state is RunState.COMPENSATING
             assert undoing or not stopped, f"{run_id} runs on for a parent step that is {row.state}"
         entries = self.audit(run_id)
+        if run.state is RunState.FAILED:
+            # Every way of failing (a step, a rejection, the outputs) goes through
+            # failure handling; a failure that is not a rejection is alerted.
+            assert any(e.action == "run.failing" for e in entries), run_id
+            if (run.error or {}).get("reason") == "failed":
+                assert any(
+                    e.kind == "alert" for rid, _, t in self.log if rid == run_id for e in t.chat
+                ), run_id
         assert verify_chain(entries, head=run.audit_head) is None
         assert run.audit_seq == len(entries)
         assert run.version == sum(1 for rid, _, t in self.log if rid == run_id and t.changed)
@@ -421,8 +466,16 @@ def lease(c: Checked, run_id: str, key: str, data: st.DataObject) -> None:
         return
     assert t.changed
     after = c.snapshots[run_id].steps[key]
-    assert (after.key, after.state, after.attempt) == (key, StepState.RUNNING, row.attempt + 1)
     assert any(a.number == row.attempt and a.outcome == "abandoned" for a in t.attempts)
+    # A lost attempt never uses up the retry policy's budget...
+    assert after.failures == row.failures
+    if row.detail.get("abandoned", 0) + 1 < ABANDON_LIMIT:
+        assert (after.key, after.state, after.attempt) == (key, StepState.RUNNING, row.attempt + 1)
+    else:
+        # ...but one lost too many times in a row fails for good.
+        assert after.state is StepState.FAILED, after
+        assert after.attempt == row.attempt
+        assert "worker stopped" in (after.error or {}).get("message", "")
 
 
 def fire(c: Checked, run_id: str, key: str, purpose: TimerPurpose) -> None:
