@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -37,8 +37,12 @@ class Settings(BaseSettings):
     directory_file: Path | None = Field(default=None, validation_alias="RELAY_DIRECTORY_FILE")
     """A YAML file mapping user-group ids to member ids, for runs outside Slack."""
     sqlite_synchronous: str = Field(default="NORMAL", validation_alias="RELAY_SQLITE_SYNCHRONOUS")
-    log_level: str = Field(default="INFO", validation_alias="RELAY_LOG_LEVEL")
-    log_format: str = Field(default="console", validation_alias="RELAY_LOG_FORMAT")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", validation_alias="RELAY_LOG_LEVEL"
+    )
+    log_format: Literal["console", "json"] = Field(
+        default="console", validation_alias="RELAY_LOG_FORMAT"
+    )
 
     slack_bot_token: SecretStr | None = Field(default=None, validation_alias="SLACK_BOT_TOKEN")
     slack_signing_secret: SecretStr | None = Field(
@@ -54,6 +58,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(host.strip().lower() for host in value.split(",") if host.strip())
         return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("sqlite_synchronous")
     @classmethod

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -12,6 +12,7 @@ from bot.engine.operations import Operations
 from bot.engine.outbox import Outbox
 from bot.engine.ports import Chat, Directory
 from bot.engine.runner import Clock, Engine
+from bot.scheduler import Scheduler
 from bot.settings import Settings, environment
 from bot.steps.http import HttpExecutor, make_http_client
 from bot.steps.notify import NotifyExecutor
@@ -30,25 +31,36 @@ class Services:
     operations: Operations
     outbox: Outbox
     directory: Directory
+    scheduler: Scheduler
+    """Flow triggers; only long-running commands start it (``run_worker(scheduler=...)``)."""
 
 
 @asynccontextmanager
 async def build_services(
     settings: Settings,
     *,
-    chat: Chat,
+    chat: Chat | None = None,
+    make_chat: Callable[[Store], Chat] | None = None,
     directory: Directory | None = None,
     clock: Clock | None = None,
     catalog: Catalog | None = None,
     passive: bool = False,
     environ: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Services]:
-    """Open the database (migrated), load the flows, and assemble the engine around a chat."""
+    """Open the database (migrated), load the flows, and assemble the engine around a chat.
+
+    Give ``chat``, or ``make_chat`` for a chat that keeps its message
+    references in the store (Slack).
+    """
     database = open_database(settings.database_url, synchronous=settings.sqlite_synchronous)
     try:
         await database.check()
         store = Store(database=database)
         await store.migrate()
+        if make_chat is not None:
+            chat = make_chat(store)
+        if chat is None:
+            raise TypeError("build_services needs chat= or make_chat=")
         flows = catalog or load_flows(settings.flows_dir)
         directory = directory or StaticDirectory.from_file(settings.directory_file)
         async with make_http_client() as client:
@@ -75,6 +87,7 @@ async def build_services(
                     store=store, chat=chat, clock=engine.clock, worker_id=engine.worker_id
                 ),
                 directory=directory,
+                scheduler=Scheduler(engine=engine),
             )
             await engine.shutdown()
     finally:

@@ -1,19 +1,22 @@
-"""The engine's loop outside requests: timers, lapsed leases, chat delivery.
+"""The engine's loop outside requests: timers, lapsed leases, chat delivery, schedules.
 
 ``relay worker`` runs it alone; ``relay serve`` runs it beside the Slack app;
-``relay run`` runs it until its own run has finished.
+``relay run`` runs it until its own run has finished, without the schedules: a
+terminal following one run must not start other flows' runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import Callable
 
 from bot.engine.outbox import Outbox
 from bot.engine.records import Run
 from bot.engine.runner import Engine
 from bot.engine.states import StepState
+from bot.scheduler import Scheduler
 
 log = logging.getLogger("relay.worker")
 
@@ -35,14 +38,24 @@ async def parked(engine: Engine) -> bool:
 
 
 async def follow(engine: Engine, outbox: Outbox, run_id: str) -> Run:
-    """Work here until the run ends or only people (or a long wait) can move it."""
+    """Work here until the run ends or only people (or a long wait) can move it.
+
+    Only this run's messages (and its sub-runs') are delivered here: others
+    belong to whichever chat serves them, Slack perhaps, in another process.
+    """
+    mine = outbox.for_run(run_id)
 
     async def settled() -> bool:
-        run = await engine.store.get_run(run_id)
-        return run.state.finished or await parked(engine)
+        snapshot = await engine.store.snapshot(run_id)
+        if snapshot.run.state.finished:
+            return True
+        moving = (StepState.RUNNING, StepState.RETRYING)
+        if engine.in_flight or any(row.state in moving for row in snapshot.steps.values()):
+            return False
+        return not await engine.store.count_outbox(family=run_id)
 
-    await run_worker(engine, outbox, stop=asyncio.Event(), until=settled)
-    await outbox.deliver()
+    await run_worker(engine, mine, stop=asyncio.Event(), until=settled)
+    await mine.deliver()
     return await engine.store.get_run(run_id)
 
 
@@ -52,11 +65,33 @@ async def run_worker(
     *,
     stop: asyncio.Event,
     until: Callable[[], object] | None = None,
+    scheduler: Scheduler | None = None,
 ) -> None:
-    """Work until ``stop`` is set, or until ``until()`` returns something truthy."""
+    """Work until ``stop`` is set, or until ``until()`` returns something truthy.
+
+    With a ``scheduler``, flow triggers start runs while the loop works; its
+    alarms stop when the loop does.
+    """
     resumed = await engine.recover()
     if resumed:
         log.info("resumed %d steps left by a stopped worker", resumed)
+    if scheduler is None:
+        await _work(engine, outbox, stop=stop, until=until)
+        return
+    await scheduler.start()
+    try:
+        await _work(engine, outbox, stop=stop, until=until)
+    finally:
+        await scheduler.stop()
+
+
+async def _work(
+    engine: Engine,
+    outbox: Outbox,
+    *,
+    stop: asyncio.Event,
+    until: Callable[[], object] | None,
+) -> None:
     while not stop.is_set():
         await engine.tick()
         await outbox.deliver()
@@ -75,3 +110,12 @@ async def run_worker(
             task.cancel()
         await asyncio.gather(*kicks, return_exceptions=True)
         engine.chat_pending.clear()
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM: stop taking work, finish, exit 0."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,11 +23,12 @@ from bot.engine.operations import Actor
 from bot.engine.permissions import LOCAL_OPERATOR
 from bot.engine.states import Decision, RunState
 from bot.errors import VoteRefused
+from bot.logs import configure
 from bot.redact import Redactor
 from bot.settings import environment, load_settings
 from bot.terminal import TerminalChat
 from bot.wiring import Services, build_services
-from bot.worker import follow, parked, run_worker
+from bot.worker import follow, parked, run_worker, stop_on_signals
 
 from .render import runs_table, show_run
 
@@ -202,19 +202,34 @@ async def _operate(args: argparse.Namespace, what: str) -> int:
     return 0
 
 
+@asynccontextmanager
+async def _worker_services() -> AsyncIterator[Services]:
+    """Slack's chat when a bot token is set, so messages reach the channels; else the terminal."""
+    settings = load_settings()
+    if settings.slack_bot_token is None:
+        async with _services(TerminalChat(), passive=False) as services:
+            yield services
+        return
+    from bot.serve import slack_runtime
+
+    configure(settings)
+    async with slack_runtime(settings) as runtime:
+        yield runtime.services
+
+
 async def _worker(args: argparse.Namespace) -> int:
-    chat = TerminalChat()
-    async with _services(chat, passive=False) as services:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+    async with _worker_services() as services:
+        stop = stop_on_signals()
 
         async def drained() -> bool:
             return bool(args.drain) and await parked(services.engine)
 
         print(f"worker {services.engine.worker_id} started", file=sys.stderr)
-        await run_worker(services.engine, services.outbox, stop=stop, until=drained)
+        # A drain finishes what is there; it starts nothing new on a schedule.
+        schedules = None if args.drain else services.scheduler
+        await run_worker(
+            services.engine, services.outbox, stop=stop, until=drained, scheduler=schedules
+        )
         if args.drain:
             await services.engine.drain_flights()
     return 0
@@ -247,11 +262,16 @@ def register(commands: Any) -> None:
 
     p = commands.add_parser(
         "worker",
-        help="run the engine without Slack: timers, retries, resumed runs",
-        description="Resume unfinished runs, fire due timers and retries, deliver messages. "
-        "This is what to start after a crash. Stops on Ctrl-C / SIGTERM.",
+        help="run the engine without Slack: timers, retries, resumed runs, schedules",
+        description="Resume unfinished runs, fire due timers and retries, deliver messages, "
+        "start the runs flow triggers schedule. This is what to start after a crash. "
+        "Stops on Ctrl-C / SIGTERM.",
     )
-    p.add_argument("--drain", action="store_true", help="return once only people can move runs")
+    p.add_argument(
+        "--drain",
+        action="store_true",
+        help="return once only people can move runs (schedules do not fire)",
+    )
     p.set_defaults(func=_sync(_worker))
 
     p = commands.add_parser("runs", help="list recent runs", description="List recent runs.")

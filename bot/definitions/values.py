@@ -102,11 +102,11 @@ ChannelId = _id_type(r"[CGD][A-Z0-9]{2,}", "Slack channel id", "C0123ABCD")
 
 
 def _check_cron(value: str) -> str:
-    # APScheduler is the clock that fires schedules, so its parser is the judge.
-    from apscheduler.triggers.cron import CronTrigger
+    # The scheduler builds its triggers with the same function, so what passes fires.
+    from bot.definitions.cron import crontab_trigger
 
     try:
-        CronTrigger.from_crontab(value, timezone="UTC")
+        crontab_trigger(value, "UTC")
     except ValueError as exc:
         raise ValueError(
             f"{value!r} is not a cron string ({exc}): write five fields, "

@@ -25,16 +25,40 @@ MAX_BACKOFF = timedelta(minutes=5)
 class Outbox:
     """Claims due outbox items and hands them to the chat."""
 
-    def __init__(self, *, store: Any, chat: Chat, clock: Clock, worker_id: str) -> None:
+    def __init__(
+        self,
+        *,
+        store: Any,
+        chat: Chat,
+        clock: Clock,
+        worker_id: str,
+        family: str | None = None,
+    ) -> None:
         self.store = store
         self.chat = chat
         self.clock = clock
         self.worker_id = worker_id
+        self.family = family
+        """Deliver only this run's and its sub-runs' messages (``relay run``)."""
+
+    def for_run(self, run_id: str) -> Outbox:
+        """An outbox that leaves other runs' messages to the chat that serves them."""
+        return Outbox(
+            store=self.store,
+            chat=self.chat,
+            clock=self.clock,
+            worker_id=self.worker_id,
+            family=run_id,
+        )
 
     async def deliver(self, *, limit: int = 100) -> int:
         """Deliver what is due; returns how many items were settled (sent or deferred)."""
         items = await self.store.claim_outbox(
-            self.worker_id, self.clock.now(), limit=limit, lease=timedelta(seconds=60)
+            self.worker_id,
+            self.clock.now(),
+            limit=limit,
+            lease=timedelta(seconds=60),
+            family=self.family,
         )
         if not items:
             return 0
@@ -44,14 +68,19 @@ class Outbox:
             tag = "" if collapsible else str(item.id)
             groups.setdefault((item.run_id, item.kind, item.step_key + tag), []).append(item)
         views: dict[str, RunView] = {}
+        # Delivered items are deleted together at the end: one write for the batch
+        # instead of one per run. Dying before that only repeats deliveries, which
+        # the chat must already bear (at least once).
+        sent: list[int] = []
         for (run_id, kind, _), group in groups.items():
             ids = [item.id for item in group]
             try:
                 view = views.get(run_id)
                 if view is None:
-                    snapshot = await self.store.snapshot(run_id)
-                    attempts = tuple(await self.store.attempts(run_id))
-                    view = RunView(snapshot=snapshot, flow=flow_of(snapshot.run), attempts=attempts)
+                    snapshot, attempts = await self.store.snapshot_with_attempts(run_id)
+                    view = RunView(
+                        snapshot=snapshot, flow=flow_of(snapshot.run), attempts=tuple(attempts)
+                    )
                     views[run_id] = view
                 await self._send(kind, group[-1].step_key, view)
             except Exception as exc:
@@ -63,7 +92,9 @@ class Outbox:
                         item_id, until=self.clock.now() + delay, error=str(exc)[:500]
                     )
                 continue
-            await self.store.finish_outbox(ids)
+            sent.extend(ids)
+        if sent:
+            await self.store.finish_outbox(sent)
         return len(items)
 
     async def _send(self, kind: str, step_key: str, view: RunView) -> None:

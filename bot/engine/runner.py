@@ -47,6 +47,9 @@ Applied = list[tuple[Snapshot, Transition]]
 
 RACE_RETRIES = 5
 
+_SETTLED = frozenset({RunState.WAITING, *(state for state in RunState if state.finished)})
+"""Run states where nothing moves without a person or the clock."""
+
 
 class Clock:
     """Wall-clock time; tests pass a clock they move by hand."""
@@ -155,9 +158,39 @@ class Engine:
         source: dict[str, Any] | None = None,
     ) -> Run:
         """Insert a run and start it, in one transaction. Inputs must already be checked."""
+        run = self.new_run(flow, inputs, started_by=started_by, source=source)
+        async with self.store.transaction() as tx:
+            await tx.insert_run(run)
+            done = await self._apply_in(tx, run.id, StartRun(actor=started_by))
+        await self._perform(done)
+        return done[0][0].run
+
+    async def create_scheduled(self, run: Run, *, fire_time: datetime) -> Run | None:
+        """Insert and start ``run`` for one schedule fire, unless that fire is claimed already.
+
+        The claim on ``(flow, fire_time)`` commits with the run, so however many
+        replicas wake for the same fire, exactly one run starts; the others get None.
+        """
+        async with self.store.transaction() as tx:
+            if not await tx.claim_schedule_fire(run.flow, fire_time, run.id):
+                return None
+            await tx.insert_run(run)
+            done = await self._apply_in(tx, run.id, StartRun(actor=run.started_by))
+        await self._perform(done)
+        return done[0][0].run
+
+    def new_run(
+        self,
+        flow: str,
+        inputs: dict[str, Any],
+        *,
+        started_by: str,
+        source: dict[str, Any] | None = None,
+    ) -> Run:
+        """A run of ``flow`` as it will be inserted: nothing is written yet."""
         definition = self.definition(flow)
         now = self.clock.now()
-        run = Run(
+        return Run(
             id=new_run_id(),
             flow=flow,
             definition=definition.data,
@@ -169,11 +202,6 @@ class Engine:
             created_at=now,
             updated_at=now,
         )
-        async with self.store.transaction() as tx:
-            await tx.insert_run(run)
-            done = await self._apply_in(tx, run.id, StartRun(actor=started_by))
-        await self._perform(done)
-        return done[0][0].run
 
     async def apply(self, run_id: str, event: Event) -> Transition:
         """Apply one event (and whatever it emits to other runs) atomically, then act.
@@ -216,7 +244,9 @@ class Engine:
                 task.add_done_callback(functools.partial(self._landed, flight))
             if transition.chat:
                 self.chat_pending.set()
-            if transition.timers_set:
+            # A run that ended or now waits for people is what ``follow`` and
+            # ``--drain`` are waiting to see: wake the loop now, not at its next tick.
+            if transition.timers_set or after.run.state in _SETTLED:
                 self._wake.set()
 
     def _landed(self, flight: _Flight, task: asyncio.Task[None]) -> None:
@@ -356,30 +386,35 @@ class Engine:
         not wait for them: a lease owner on this host whose pid is gone is dead.
         """
         count = 0
-        for row in await self.store.leased_on(socket.gethostname()):
-            if row.lease_owner and _dead_local(row.lease_owner):
+        host = socket.gethostname()
+        dead = {owner for owner in await self.store.lease_owners_on(host) if _dead_local(owner)}
+        # The machine only resumes lapsed leases, so the dead owners' lapse now.
+        await self.store.end_leases(dead, self.clock.now())
+        lost = [row for row in await self.store.leased_on(host) if row.lease_owner in dead]
+        try:
+            # One transaction for them all: a hundred commits one by one took a
+            # second, and nothing moves until the last (bench/recovery.py).
+            async with self.store.transaction() as tx:
+                done: Applied = []
+                for row in lost:
+                    event = LeaseExpired(key=row.key, attempt=row.attempt)
+                    done.extend(await self._apply_in(tx, row.run_id, event))
+            await self._perform(done)
+        except OperationRefused:
+            # Lost a race with another replica: one by one, each retried on its own.
+            for row in lost:
                 await self.apply(row.run_id, LeaseExpired(key=row.key, attempt=row.attempt))
-                count += 1
+        count += len(lost)
         for parent, key, child in await self.store.waiting_children():
-            from bot.engine.events import ChildFinished
+            from bot.engine.events import child_finished
 
             snap = await self.store.snapshot(child)
-            run = snap.run
-            await self.apply(
-                parent,
-                ChildFinished(
-                    key=key,
-                    child_run_id=child,
-                    succeeded=run.state is RunState.SUCCEEDED,
-                    outputs=run.outputs,
-                    error=(run.error or {}).get("message"),
-                ),
-            )
+            await self.apply(parent, child_finished(snap.run, key))
             count += 1
         return count
 
     async def wait_for_wake(self, seconds: float) -> None:
-        """Sleep until a timer may be due or ``seconds`` pass."""
+        """Sleep until a timer may be due, a run ended or waits for people, or ``seconds`` pass."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
         self._wake.clear()

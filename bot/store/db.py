@@ -9,6 +9,9 @@ SQLite: the store has one code path for both.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,6 +28,9 @@ SYNCHRONOUS_LEVELS = {"NORMAL": 1, "FULL": 2, "EXTRA": 3}
 
 _WRITE = "relay_write"
 """Execution option that makes the SQLite ``begin`` hook take the write lock."""
+
+BUSY_SECONDS = 5.0
+"""SQLite ``busy_timeout``: how long a writer waits for the database lock."""
 
 _DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -66,6 +72,10 @@ class Database:
         self.synchronous = synchronous
         """The SQLite ``synchronous`` level asked for; None on PostgreSQL."""
         self._writer = engine.execution_options(**{_WRITE: True})
+        self._turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
+        """SQLite: one write transaction at a time per event loop (see ``_write_turn``)."""
 
     @property
     def dialect(self) -> str:
@@ -79,8 +89,36 @@ class Database:
         On SQLite it starts with ``BEGIN IMMEDIATE``, so writers queue on the
         database lock (up to ``busy_timeout``) instead of failing mid-transaction.
         """
-        async with self._writer.connect() as conn, conn.begin():
+        async with self._write_turn(), self._writer.connect() as conn, conn.begin():
             yield conn
+
+    @asynccontextmanager
+    async def _write_turn(self) -> AsyncIterator[None]:
+        """On SQLite, queue this process's writers in order before they ask for the lock.
+
+        SQLite's busy handler polls with growing sleeps and no order, so dozens of
+        concurrent writers in one process starve each other past ``busy_timeout``
+        and fail with "database is locked". Waiting here, first come first served,
+        leaves the busy handler only other processes to wait for. A writer still
+        waiting after ``busy_timeout`` goes on to SQLite, which then decides as
+        before (a write opened inside another on the same loop must not hang).
+        """
+        if self.dialect != "sqlite":
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        turn = self._turns.get(loop)
+        if turn is None:
+            turn = self._turns[loop] = asyncio.Lock()
+        acquired = False
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(BUSY_SECONDS):
+                acquired = await turn.acquire()
+        try:
+            yield
+        finally:
+            if acquired:
+                turn.release()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -164,7 +202,7 @@ def _configure_sqlite(engine: AsyncEngine, synchronous: str) -> None:
         try:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute(f"PRAGMA synchronous={synchronous}")
-            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.execute(f"PRAGMA busy_timeout={int(BUSY_SECONDS * 1000)}")
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:
             cursor.close()

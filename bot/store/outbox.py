@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.store.tables import outbox
+from bot.store.tables import outbox, runs
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,18 +36,29 @@ class OutboxItem:
 
 
 async def claim(
-    conn: AsyncConnection, owner: str, now: datetime, *, limit: int, lease: timedelta
+    conn: AsyncConnection,
+    owner: str,
+    now: datetime,
+    *,
+    limit: int,
+    lease: timedelta,
+    family: str | None = None,
 ) -> list[OutboxItem]:
     """Lease up to ``limit`` due rows to ``owner`` in one statement, oldest first.
 
     The inner ``SELECT … FOR UPDATE SKIP LOCKED`` makes concurrent claimers on
     PostgreSQL pass over each other's rows instead of queueing; SQLite has one
-    writer at a time, so the clause is dropped there.
+    writer at a time, so the clause is dropped there. ``family`` limits the
+    claim to one run and its sub-runs.
     """
     free = sa.or_(outbox.c.lease_until.is_(None), outbox.c.lease_until < now)
+    wanted: sa.ColumnElement[bool] = sa.true()
+    if family is not None:
+        children = sa.select(runs.c.id).where(runs.c.parent_run_id == family)
+        wanted = sa.or_(outbox.c.run_id == family, outbox.c.run_id.in_(children))
     due = (
         sa.select(outbox.c.id)
-        .where(outbox.c.due_at <= now, free)
+        .where(outbox.c.due_at <= now, free, wanted)
         .order_by(outbox.c.due_at, outbox.c.id)
         .limit(limit)
         .with_for_update(skip_locked=True)

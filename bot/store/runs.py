@@ -27,13 +27,28 @@ from bot.store import rows
 from bot.store.db import Database
 from bot.store.migrate import migrate
 from bot.store.outbox import OutboxItem
-from bot.store.tables import approvals, attempts, audit, outbox, runs, step_runs, timers
+from bot.store.tables import (
+    approvals,
+    attempts,
+    audit,
+    deliveries,
+    outbox,
+    runs,
+    step_runs,
+    timers,
+)
 from bot.store.tx import Tx, load_snapshot
 
 MIN_PREFIX = 4
 """Shortest run-id prefix ``find_run`` accepts: shorter ones match too many runs."""
 
 _FINISHED = [state.value for state in RunState if state.finished]
+_ATTEMPTS = (
+    sa.select(attempts)
+    .where(attempts.c.run_id == sa.bindparam("run_id", type_=sa.String))
+    .order_by(attempts.c.started_at, attempts.c.step_key, attempts.c.number)
+)
+"""A run's attempts in the order they started."""
 _RETRY_STATES = {"40P01", "40001"}
 """PostgreSQL's deadlock_detected and serialization_failure."""
 
@@ -81,6 +96,17 @@ class Store:
         """
         async with self.database.read() as conn:
             return await load_snapshot(conn, run_id, lock=False)
+
+    async def snapshot_with_attempts(self, run_id: str) -> tuple[Snapshot, list[Attempt]]:
+        """``snapshot`` and ``attempts`` as one consistent read, for chat to render.
+
+        The outbox renders a run for every batch of its messages; one read
+        transaction instead of two halves what each rendering costs.
+        """
+        async with self.database.read() as conn:
+            snapshot = await load_snapshot(conn, run_id, lock=False)
+            found = await conn.execute(_ATTEMPTS, {"run_id": run_id})
+            return snapshot, [rows.attempt_from(row) for row in found.mappings()]
 
     async def list_runs(
         self,
@@ -145,13 +171,9 @@ class Store:
 
     async def attempts(self, run_id: str) -> list[Attempt]:
         """Every attempt of every step of the run, in the order they started."""
-        query = (
-            sa.select(attempts)
-            .where(attempts.c.run_id == run_id)
-            .order_by(attempts.c.started_at, attempts.c.step_key, attempts.c.number)
-        )
         async with self.database.read() as conn:
-            return [rows.attempt_from(row) for row in (await conn.execute(query)).mappings()]
+            found = await conn.execute(_ATTEMPTS, {"run_id": run_id})
+            return [rows.attempt_from(row) for row in found.mappings()]
 
     async def audit(self, run_id: str) -> list[AuditEntry]:
         """The run's audit chain in ``seq`` order (verify it with the hashes)."""
@@ -205,6 +227,53 @@ class Store:
         )
         async with self.database.read() as conn:
             return [rows.step_from(row) for row in (await conn.execute(query)).mappings()]
+
+    async def lease_owners_on(self, host: str) -> set[str]:
+        """Workers on ``host`` holding a lease on a running step or an outbox row.
+
+        Recovery asks which of them are dead: a worker killed while it held only
+        chat messages must have those released too.
+        """
+        prefix = f"{host}:"
+        held = sa.union(
+            sa.select(step_runs.c.lease_owner).where(
+                step_runs.c.state == StepState.RUNNING.value,
+                step_runs.c.lease_owner.startswith(prefix, autoescape=True),
+            ),
+            sa.select(outbox.c.lease_owner).where(
+                outbox.c.lease_owner.startswith(prefix, autoescape=True)
+            ),
+        )
+        async with self.database.read() as conn:
+            return {owner for (owner,) in await conn.execute(held)}
+
+    async def end_leases(self, owners: Collection[str], now: datetime) -> int:
+        """End at ``now`` every lease ``owners`` hold; returns how many steps they held.
+
+        Recovery calls this for owners known to be dead, so the machine sees their
+        steps' leases lapsed and resumes the attempts at once, and their claimed
+        outbox rows go out again, instead of each waiting for its lease to run out.
+        A row another worker has taken meanwhile has another owner and is untouched.
+        """
+        if not owners:
+            return 0
+        steps = (
+            sa.update(step_runs)
+            .where(
+                step_runs.c.state == StepState.RUNNING.value,
+                step_runs.c.lease_owner.in_(list(owners)),
+            )
+            .values(lease_until=now)
+        )
+        messages = (
+            sa.update(outbox)
+            .where(outbox.c.lease_owner.in_(list(owners)))
+            .values(lease_owner=None, lease_until=None)
+        )
+        async with self.database.write() as conn:
+            ended = int((await conn.execute(steps)).rowcount)
+            await conn.execute(messages)
+            return ended
 
     async def renew_leases(
         self, owner: str, keys: Collection[tuple[str, str]], until: datetime
@@ -293,16 +362,25 @@ class Store:
             return [(parent, key, child_id) for parent, key, child_id in await conn.execute(query)]
 
     async def claim_outbox(
-        self, owner: str, now: datetime, *, limit: int = 50, lease: timedelta
+        self,
+        owner: str,
+        now: datetime,
+        *,
+        limit: int = 50,
+        lease: timedelta,
+        family: str | None = None,
     ) -> list[OutboxItem]:
         """Lease due outbox rows to ``owner`` until ``now + lease``, oldest first.
 
         A row is claimable when due and unleased or its lease expired. Two
         concurrent claimers never get the same row. Finish or defer every item
-        before the lease ends, or another sender will claim it again.
+        before the lease ends, or another sender will claim it again. With
+        ``family``, only rows of that run and its sub-runs are claimed.
         """
         async with self.database.write() as conn:
-            return await outbox_queries.claim(conn, owner, now, limit=limit, lease=lease)
+            return await outbox_queries.claim(
+                conn, owner, now, limit=limit, lease=lease, family=family
+            )
 
     async def finish_outbox(self, ids: Collection[int]) -> None:
         """Delete delivered outbox rows (unknown ids are ignored)."""
@@ -333,6 +411,18 @@ class Store:
             chat = {**current.chat, name: value}
             await conn.execute(sa.update(runs).where(runs.c.id == run_id).values(chat=chat))
 
+    async def forget_deliveries(self, *, before: datetime) -> int:
+        """Drop delivery ids claimed before ``before``; returns how many.
+
+        Slack re-sends and replays within minutes, so ids older than a day
+        guard nothing and would only grow the table.
+        """
+        async with self.database.write() as conn:
+            result = await conn.execute(
+                sa.delete(deliveries).where(deliveries.c.created_at < before)
+            )
+            return int(result.rowcount or 0)
+
     async def count_runs(self, *, states: Collection[RunState] | None = None) -> int:
         """How many runs there are (in ``states``, if given)."""
         query = sa.select(sa.func.count()).select_from(runs)
@@ -349,8 +439,11 @@ class Store:
         async with self.database.read() as conn:
             return int((await conn.execute(query)).scalar_one())
 
-    async def count_outbox(self) -> int:
-        """How many chat effects are not delivered yet, due or deferred."""
+    async def count_outbox(self, *, family: str | None = None) -> int:
+        """How many chat effects are not delivered yet, due or deferred (of ``family``)."""
         query = sa.select(sa.func.count()).select_from(outbox)
+        if family is not None:
+            children = sa.select(runs.c.id).where(runs.c.parent_run_id == family)
+            query = query.where(sa.or_(outbox.c.run_id == family, outbox.c.run_id.in_(children)))
         async with self.database.read() as conn:
             return int((await conn.execute(query)).scalar_one())

@@ -42,6 +42,15 @@ def dialect_insert(conn: AsyncConnection, table: sa.Table) -> sqlite.Insert | po
     return sqlite.insert(table)
 
 
+_UPSERTS: dict[tuple[str, str, tuple[str, ...], tuple[str, ...]], sa.Insert] = {}
+"""Built upsert statements by dialect, table, columns and kept columns.
+
+Building one (``excluded`` and the ``SET`` clause) costs more than running it;
+a statement object is immutable and memoizes its cache key, so each shape is
+built once per process and reused by every transition.
+"""
+
+
 async def upsert(
     conn: AsyncConnection,
     table: sa.Table,
@@ -56,39 +65,51 @@ async def upsert(
     """
     if not values:
         return
-    insert = dialect_insert(conn, table)
-    keys = [column.name for column in table.primary_key.columns]
-    statement = insert.on_conflict_do_update(
-        index_elements=keys,
-        set_={
-            name: insert.excluded[name]
-            for name in values[0]
-            if name not in keys and name not in keep
-        },
-    )
+    shape = (conn.dialect.name, table.name, tuple(values[0]), tuple(keep))
+    statement = _UPSERTS.get(shape)
+    if statement is None:
+        insert = dialect_insert(conn, table)
+        keys = [column.name for column in table.primary_key.columns]
+        statement = _UPSERTS[shape] = insert.on_conflict_do_update(
+            index_elements=keys,
+            set_={
+                name: insert.excluded[name]
+                for name in values[0]
+                if name not in keys and name not in keep
+            },
+        )
     await conn.execute(statement, list(values))
+
+
+_RUN_ID = sa.bindparam("run_id", type_=sa.String)
+_RUN = sa.select(runs).where(runs.c.id == _RUN_ID)
+_RUN_LOCKED = _RUN.with_for_update()
+_STEPS = sa.select(step_runs).where(step_runs.c.run_id == _RUN_ID).order_by(step_runs.c.key)
+_APPROVALS = sa.select(approvals).where(approvals.c.run_id == _RUN_ID)
+_VOTES = (
+    sa.select(votes)
+    .where(votes.c.run_id == _RUN_ID)
+    .order_by(votes.c.at, votes.c.step_key, votes.c.voter)
+)
+_TIMERS = sa.select(timers).where(timers.c.run_id == _RUN_ID).order_by(timers.c.due_at)
+"""The snapshot's queries, built once: every event loads a snapshot, often twice."""
+
+_UPDATE_RUN = sa.update(runs).where(
+    runs.c.id == sa.bindparam("guard_id"), runs.c.version == sa.bindparam("guard_version")
+)
+"""The versioned run update; its ``SET`` holds the columns of the parameters given."""
 
 
 async def load_snapshot(conn: AsyncConnection, run_id: str, *, lock: bool) -> Snapshot:
     """Read one run and every row the machine needs; ``lock`` takes the run row's lock."""
-    query = sa.select(runs).where(runs.c.id == run_id)
-    if lock:
-        query = query.with_for_update()
-    row = (await conn.execute(query)).mappings().first()
+    key = {"run_id": run_id}
+    row = (await conn.execute(_RUN_LOCKED if lock else _RUN, key)).mappings().first()
     if row is None:
         raise RunNotFound(f"no run {run_id}", run_id=run_id)
-    steps = await conn.execute(
-        sa.select(step_runs).where(step_runs.c.run_id == run_id).order_by(step_runs.c.key)
-    )
-    asked = await conn.execute(sa.select(approvals).where(approvals.c.run_id == run_id))
-    ballots = await conn.execute(
-        sa.select(votes)
-        .where(votes.c.run_id == run_id)
-        .order_by(votes.c.at, votes.c.step_key, votes.c.voter)
-    )
-    alarms = await conn.execute(
-        sa.select(timers).where(timers.c.run_id == run_id).order_by(timers.c.due_at)
-    )
+    steps = await conn.execute(_STEPS, key)
+    asked = await conn.execute(_APPROVALS, key)
+    ballots = await conn.execute(_VOTES, key)
+    alarms = await conn.execute(_TIMERS, key)
     return Snapshot(
         run=rows.run_from(row),
         steps={step.key: step for step in map(rows.step_from, steps.mappings())},
@@ -156,14 +177,13 @@ class Tx:
                 f"transition for run {run.id} v{run.version} does not follow "
                 f"run {before.run.id} v{before.run.version}"
             )
-        values = rows.to_row(run)
-        del values["id"]
-        if run.chat == before.run.chat:
-            del values["chat"]
+        # Only the columns that changed: the version guard proves the row still
+        # equals ``before.run`` (bar ``chat``), and rewriting the definition on every
+        # transition would cost more than the rest of the update.
+        old = rows.to_row(before.run)
+        values = {name: value for name, value in rows.to_row(run).items() if value != old[name]}
         result = await self.conn.execute(
-            sa.update(runs)
-            .where(runs.c.id == run.id, runs.c.version == before.run.version)
-            .values(values)
+            _UPDATE_RUN, {**values, "guard_id": run.id, "guard_version": before.run.version}
         )
         if result.rowcount != 1:
             raise OperationRefused("the run changed underneath; try again", run_id=run.id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import fields
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -271,3 +272,25 @@ async def test_foreign_keys_are_enforced(store: Store) -> None:
                 sa.insert(tables.timers),
                 {"run_id": "nope", "step_key": "a", "purpose": "wait", "due_at": at(1)},
             )
+
+
+async def test_old_delivery_ids_are_forgotten_and_recent_ones_kept(store: Store) -> None:
+    async with store.transaction() as tx:
+        assert await tx.claim_delivery("command", "old", at(0))
+        assert await tx.claim_delivery("command", "new", at(100))
+    assert await store.forget_deliveries(before=at(50)) == 1
+    async with store.transaction() as tx:
+        assert await tx.claim_delivery("command", "old", at(200)), "forgotten: claimable again"
+        assert not await tx.claim_delivery("command", "new", at(200)), "still remembered"
+
+
+async def test_the_outbox_can_be_claimed_for_one_run_and_its_sub_runs(store: Store) -> None:
+    parent = await add(store, make_run("fam00001"), chat=(effect("fam00001"),))
+    child = make_run("fam00002", parent_run_id=parent.id, parent_step_key="sub")
+    await add(store, child, chat=(effect("fam00002"),))
+    await add(store, make_run("other001"), chat=(effect("other001"),))
+    assert await store.count_outbox(family=parent.id) == 2
+    mine = await store.claim_outbox("me", at(10_000), lease=timedelta(seconds=60), family=parent.id)
+    assert {item.run_id for item in mine} == {"fam00001", "fam00002"}
+    rest = await store.claim_outbox("you", at(10_000), lease=timedelta(seconds=60))
+    assert [item.run_id for item in rest] == ["other001"]
