@@ -7,6 +7,7 @@
     ├── FlowNotFound         no flow by that name is loaded
     ├── FlowInvalid          a flow file has problems (carries them)
     ├── InputInvalid         run inputs do not fit the flow (carries them)
+    ├── CommandInvalid       a chat command was not understood (carries the usage)
     ├── TemplateError        a template failed to render (undefined name, limits)
     ├── RunNotFound          no run with that id
     ├── StepNotFound         the run has no such step
@@ -63,6 +64,18 @@ class InputInvalid(RelayError):
         detail = "; ".join(f"{name}: {why}" for name, why in problems.items())
         super().__init__(message or f"invalid inputs: {detail}", problems=problems)
         self.problems = problems
+
+
+class CommandInvalid(RelayError):
+    """That command was not understood."""
+
+    def __init__(self, message: str | None = None, *, usage: str) -> None:
+        super().__init__(message, usage=usage)
+        self.usage = usage
+
+    @property
+    def user_message(self) -> str:
+        return f"{self.message}. Usage: {self.usage}"
 
 
 class TemplateError(RelayError):

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 
 from bot import __version__
-from bot.cli import demo, flows, runs
+from bot.cli import demo, flows, runs, serve
 from bot.cli.common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -28,6 +28,7 @@ COMMANDS: tuple[Callable[[Subparsers[argparse.ArgumentParser]], None], ...] = (
     demo.register,
     runs.register,
     flows.register,
+    serve.register,
 )
 
 DESCRIPTION = """\

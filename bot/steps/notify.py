@@ -25,7 +25,7 @@ class NotifyExecutor:
         assert isinstance(step, NotifyStep)
         redactor = Redactor(context.secrets.values())
         try:
-            text = redactor.mask(render(step.text, context.scope))
+            text = redactor.mask(render(step.text, context.scope, literal=self.chat.literal))
             user = render(step.user, context.scope).strip() if step.user else None
         except RelayError as exc:
             return Failed(message=f"message of {step.id}: {exc.user_message}", retryable=False)

@@ -1,0 +1,67 @@
+"""The Bolt app and its Web API client, built from the settings.
+
+Every Web API call goes through one ``AsyncWebClient`` pointed at
+``SLACK_API_URL``, so a proxy or a test server can stand in for slack.com, and
+it retries what Slack asks to be retried: 429 (after ``Retry-After``), 5xx and
+dropped connections. Bolt's request verification stays on.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from slack_bolt.app.async_app import AsyncApp
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.errors import ConfigError
+from bot.settings import Settings
+
+log = logging.getLogger("relay.slack")
+
+MAX_RETRIES = 3
+
+
+def web_client(settings: Settings) -> AsyncWebClient:
+    """The bot's Web API client; raises ConfigError when SLACK_BOT_TOKEN is missing."""
+    if settings.slack_bot_token is None:
+        raise ConfigError("SLACK_BOT_TOKEN is not set: copy the Bot User OAuth Token (xoxb-…)")
+    base_url = settings.slack_api_url.rstrip("/") + "/"
+    return AsyncWebClient(
+        token=settings.slack_bot_token.get_secret_value(),
+        base_url=base_url,
+        retry_handlers=[
+            AsyncConnectionErrorRetryHandler(max_retry_count=MAX_RETRIES),
+            AsyncRateLimitErrorRetryHandler(max_retry_count=MAX_RETRIES),
+            AsyncServerErrorRetryHandler(max_retry_count=MAX_RETRIES),
+        ],
+    )
+
+
+def bolt_app(settings: Settings, client: AsyncWebClient, *, socket: bool = False) -> AsyncApp:
+    """An AsyncApp that acknowledges before its listeners finish.
+
+    Over HTTP it verifies Slack's signature on every request; in Socket Mode
+    requests arrive on a connection the app token opened, which has no
+    signature to check, and the app token is required instead.
+    """
+    secret = settings.slack_signing_secret
+    if socket and settings.slack_app_token is None:
+        raise ConfigError(
+            "SLACK_APP_TOKEN is not set: Socket Mode needs an app-level token (xapp-…)"
+        )
+    if not socket and secret is None:
+        raise ConfigError(
+            "SLACK_SIGNING_SECRET is not set: copy it from the app's Basic Information"
+        )
+    return AsyncApp(
+        client=client,
+        signing_secret=secret.get_secret_value() if secret is not None else None,
+        request_verification_enabled=not socket,
+        process_before_response=False,
+        logger=log,
+    )

@@ -1,0 +1,107 @@
+"""The grammar of ``/relay``: text as typed in Slack → one command value.
+
+Slack's message box turns straight quotes into curly ones, so both are
+accepted; anything else that does not parse is refused with the right usage,
+before anything is looked up or started.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+from bot.errors import CommandInvalid
+
+USAGE = {
+    "help": "/relay help",
+    "list": "/relay list",
+    "run": "/relay run FLOW name=value …",
+    "status": "/relay status [RUN]",
+    "cancel": "/relay cancel RUN",
+    "retry": "/relay retry RUN",
+    "approvals": "/relay approvals",
+}
+
+_CURLY = str.maketrans({"\u201c": '"', "\u201d": '"', "\u2018": "'", "\u2019": "'"})
+
+
+@dataclass(frozen=True)
+class Help:
+    """Show every subcommand."""
+
+
+@dataclass(frozen=True)
+class ListFlows:
+    """Flows the user may run."""
+
+
+@dataclass(frozen=True)
+class RunFlow:
+    """Start ``flow`` with ``name=value`` arguments as typed (checked later)."""
+
+    flow: str
+    args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Status:
+    """One run's status, or the user's recent runs."""
+
+    run: str | None = None
+
+
+@dataclass(frozen=True)
+class CancelRun:
+    """Cancel a run."""
+
+    run: str
+
+
+@dataclass(frozen=True)
+class RetryRun:
+    """Retry a failed run from its failed step."""
+
+    run: str
+
+
+@dataclass(frozen=True)
+class Approvals:
+    """Approvals waiting for the user."""
+
+
+Command = Help | ListFlows | RunFlow | Status | CancelRun | RetryRun | Approvals
+
+
+def parse(text: str) -> Command:
+    """Parse what followed ``/relay``; raises CommandInvalid with the usage to show."""
+    try:
+        words = shlex.split(text.translate(_CURLY))
+    except ValueError:
+        raise CommandInvalid(
+            "a quote is not closed", usage='/relay run FLOW name="a value with spaces"'
+        ) from None
+    if not words:
+        return Help()
+    verb, rest = words[0].lower(), words[1:]
+    if verb in ("help", "list", "approvals"):
+        _no_more(verb, rest)
+        return Help() if verb == "help" else ListFlows() if verb == "list" else Approvals()
+    if verb == "run":
+        if not rest:
+            raise CommandInvalid("say which flow to run", usage=USAGE["run"])
+        return RunFlow(flow=rest[0], args=tuple(rest[1:]))
+    if verb == "status":
+        if len(rest) > 1:
+            raise CommandInvalid("give at most one run id", usage=USAGE["status"])
+        return Status(run=rest[0] if rest else None)
+    if verb in ("cancel", "retry"):
+        if len(rest) != 1:
+            raise CommandInvalid("give exactly one run id", usage=USAGE[verb])
+        return CancelRun(run=rest[0]) if verb == "cancel" else RetryRun(run=rest[0])
+    known = ", ".join(USAGE)
+    raise CommandInvalid(f"`{verb}` is not a Relay command (known: {known})", usage=USAGE["help"])
+
+
+def _no_more(verb: str, rest: list[str]) -> None:
+    if rest:
+        raise CommandInvalid(f"`{verb}` takes no arguments", usage=USAGE[verb])

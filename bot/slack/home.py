@@ -1,0 +1,58 @@
+"""The App Home tab: what waits for me, what I ran, what failed today.
+
+Published on ``app_home_opened`` and whenever a run or approval that concerns
+someone changes. It is a convenience view over the rows, so a failure to
+publish is logged and never holds up the engine's messages.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import timedelta
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.engine.move import flow_of
+from bot.engine.operations import Actor, Operations
+from bot.engine.ports import RunView
+from bot.engine.runner import Clock
+from bot.engine.states import RunState
+from bot.slack import views
+
+log = logging.getLogger("relay.slack")
+
+
+class HomeTab:
+    """Builds and publishes one user's Home tab."""
+
+    def __init__(self, *, client: AsyncWebClient, operations: Operations, clock: Clock) -> None:
+        self.client = client
+        self.operations = operations
+        self.store = operations.store
+        self.clock = clock
+
+    async def publish(self, user: str) -> None:
+        """Render the user's Home from the database and send it (raises on Slack errors)."""
+        now = self.clock.now()
+        waiting = []
+        for run, key in await self.operations.waiting_for(Actor(user=user, via="slack")):
+            snapshot = await self.store.snapshot(run.id)
+            waiting.append((RunView(snapshot=snapshot, flow=flow_of(snapshot.run)), key))
+        recent = await self.store.list_runs(started_by=user, limit=10)
+        failed = await self.store.list_runs(
+            states=[RunState.FAILED], since=now - timedelta(days=1), limit=10
+        )
+        view = views.home_view(user=user, approvals=waiting, recent=recent, failed=failed, now=now)
+        await self.client.views_publish(user_id=user, view=view)
+
+    async def refresh(self, users: Iterable[str]) -> None:
+        """Republish for each user; an error (Slack down, say) is logged, never raised."""
+        for user in sorted(set(users)):
+            try:
+                await self.publish(user)
+            except SlackApiError as exc:
+                log.warning("could not publish the Home of %s: %s", user, exc.response.get("error"))
+            except Exception:
+                log.warning("could not publish the Home of %s", user, exc_info=True)
