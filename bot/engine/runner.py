@@ -375,8 +375,11 @@ class Engine:
             return
         keys = {(f.run_id, f.key) for f in self._flights}
         held = await self.store.renew_leases(self.worker_id, keys, self.clock.now() + self.lease)
+        # Only flights that were asked about can have lost their lease: one that
+        # started while the renewal waited on the database holds a fresh lease.
+        lost = keys - held
         for flight, task in list(self._flights.items()):
-            if (flight.run_id, flight.key) not in held:
+            if (flight.run_id, flight.key) in lost:
                 task.cancel()
 
     async def recover(self) -> int:
