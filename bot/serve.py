@@ -82,8 +82,11 @@ async def slack_runtime(
         settings, make_chat=make_chat, directory=directory, clock=clock
     ) as services:
         home = HomeTab(client=client, operations=services.operations, clock=services.engine.clock)
-        chats[0].people_changed = home.refresh
-        yield SlackRuntime(services=services, client=client, home=home)
+        chats[0].people_changed = home.soon
+        try:
+            yield SlackRuntime(services=services, client=client, home=home)
+        finally:
+            await home.close()
 
 
 async def serve(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
@@ -45,7 +45,7 @@ PERMANENT = frozenset(
 
 _SLACK_USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
 
-PeopleChanged = Callable[[set[str]], Awaitable[None]]
+PeopleChanged = Callable[[set[str]], None]
 
 
 def slack_users(ids: Iterable[str]) -> set[str]:
@@ -95,7 +95,7 @@ class SlackChat:
             await self._post_details(view, status, refs)
         await self._refresh_alerts(view, refs)
         if run.state.finished:
-            await self._people_changed({run.started_by})
+            self._people_changed({run.started_by})
 
     async def _post_details(
         self, view: RunView, status: dict[str, str], refs: dict[str, Any]
@@ -136,7 +136,7 @@ class SlackChat:
                     posted.append(landed)
             cards[step_key] = posted
             await self.store.set_chat_ref(run.id, "approvals", cards)
-        await self._people_changed({run.started_by, *await self._approvers(view, step_key)})
+        self._people_changed({run.started_by, *await self._approvers(view, step_key)})
 
     async def _approval_targets(self, view: RunView, step_key: str) -> list[str]:
         step = self._approval_step(view, step_key)
@@ -277,7 +277,7 @@ class SlackChat:
             return None
         raise exc
 
-    async def _people_changed(self, users: Iterable[str]) -> None:
+    def _people_changed(self, users: Iterable[str]) -> None:
         people = slack_users(users)
         if people and self.people_changed is not None:
-            await self.people_changed(people)
+            self.people_changed(people)

@@ -7,6 +7,7 @@ publish is logged and never holds up the engine's messages.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from datetime import timedelta
@@ -23,15 +24,50 @@ from bot.slack import views
 
 log = logging.getLogger("relay.slack")
 
+SETTLE_SECONDS = 0.5
+"""How long changes gather before the Homes they touch are published."""
+
 
 class HomeTab:
     """Builds and publishes one user's Home tab."""
 
-    def __init__(self, *, client: AsyncWebClient, operations: Operations, clock: Clock) -> None:
+    def __init__(
+        self,
+        *,
+        client: AsyncWebClient,
+        operations: Operations,
+        clock: Clock,
+        settle: float = SETTLE_SECONDS,
+    ) -> None:
         self.client = client
         self.operations = operations
         self.store = operations.store
         self.clock = clock
+        self.settle = settle
+        self._due: set[str] = set()
+        self._publisher: asyncio.Task[None] | None = None
+
+    def soon(self, users: Iterable[str]) -> None:
+        """Republish these users' Homes shortly, in the background.
+
+        A burst of changes (fifty cards, each concerning the same approvers)
+        becomes one publish per person, and the messages that caused them never
+        wait for it.
+        """
+        self._due.update(users)
+        if self._publisher is None or self._publisher.done():
+            self._publisher = asyncio.create_task(self._publish_due(), name="home-tabs")
+
+    async def _publish_due(self) -> None:
+        while self._due:
+            await asyncio.sleep(self.settle)
+            users, self._due = self._due, set()
+            await self.refresh(users)
+
+    async def close(self) -> None:
+        """Publish what is due, then stop."""
+        if self._publisher is not None:
+            await self._publisher
 
     async def publish(self, user: str) -> None:
         """Render the user's Home from the database and send it (raises on Slack errors)."""
