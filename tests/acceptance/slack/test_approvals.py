@@ -23,6 +23,17 @@ def buttons(message: dict[str, Any]) -> set[str]:
     return found
 
 
+async def start_big_order(relay: Relay) -> None:
+    """An order over 1000 EUR, started by an order operator: finance must approve it."""
+    command = slash_command(
+        text=f"run order-processing {BIG_ORDER}",
+        user_id=OPS,
+        channel_id="C0ORDERS",
+        fake=relay.fake,
+    )
+    assert (await relay.send(command)).status == 200
+
+
 async def card_in(relay: Relay, channel: str) -> dict[str, Any]:
     """The approval card once it is posted (the message with an Approve button)."""
 
@@ -50,14 +61,7 @@ async def click(relay: Relay, action: str, card: dict[str, Any], user: str, chan
 
 
 async def test_a_full_order_run_from_the_command_to_the_final_status(relay: Relay) -> None:
-    await relay.send(
-        slash_command(
-            text=f"run order-processing {BIG_ORDER}",
-            user_id=OPS,
-            channel_id="C0ORDERS",
-            fake=relay.fake,
-        )
-    )
+    await start_big_order(relay)
     card = await card_in(relay, "C0FINANCE")
     text = str(card)
     assert "Approve order 42 for ana@example.com: 1500" in text
@@ -87,14 +91,7 @@ async def test_a_full_order_run_from_the_command_to_the_final_status(relay: Rela
 
 
 async def test_people_who_may_not_decide_are_told_and_nothing_changes(relay: Relay) -> None:
-    await relay.send(
-        slash_command(
-            text=f"run order-processing {BIG_ORDER}",
-            user_id=OPS,
-            channel_id="C0ORDERS",
-            fake=relay.fake,
-        )
-    )
+    await start_big_order(relay)
     card = await card_in(relay, "C0FINANCE")
     await click(relay, "relay_approve", card, OUTSIDER, "C0FINANCE")
     await click(relay, "relay_reject", card, OPS, "C0FINANCE")
@@ -109,14 +106,7 @@ async def test_people_who_may_not_decide_are_told_and_nothing_changes(relay: Rel
 
 
 async def test_a_double_click_and_two_approvers_at_once_decide_once(relay: Relay) -> None:
-    await relay.send(
-        slash_command(
-            text=f"run order-processing {BIG_ORDER}",
-            user_id=OPS,
-            channel_id="C0ORDERS",
-            fake=relay.fake,
-        )
-    )
+    await start_big_order(relay)
     card = await card_in(relay, "C0FINANCE")
     same = block_actions(
         action_id="relay_approve",
@@ -143,14 +133,7 @@ async def test_a_double_click_and_two_approvers_at_once_decide_once(relay: Relay
 
 
 async def test_reject_asks_for_a_reason_and_shows_it_escaped(relay: Relay) -> None:
-    await relay.send(
-        slash_command(
-            text=f"run order-processing {BIG_ORDER}",
-            user_id=OPS,
-            channel_id="C0ORDERS",
-            fake=relay.fake,
-        )
-    )
+    await start_big_order(relay)
     card = await card_in(relay, "C0FINANCE")
     await click(relay, "relay_reject", card, FINANCE[1], "C0FINANCE")
     (_call,) = await relay.until(lambda: relay.fake.calls_to("views.open"))
