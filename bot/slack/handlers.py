@@ -137,38 +137,23 @@ class Handlers:
 
     async def approve(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         """Approve at once, or open the form when the step wants a reason or fields."""
-        await ack()
-        click = payloads.click(body)
-        if not await self._first(click.delivery):
-            return
-
-        async def work() -> None:
-            ref, actor = _target(click)
-            step = await self.operations.check_may_vote(ref.run_id, ref.step_key, actor)
-            if step.require_reason == "always" or step.fields:
-                await self._open_decision_form(click, ref, approve=True)
-                return
-            text = await self.operations.decide(ref.run_id, ref.step_key, actor, Decision.APPROVED)
-            await self._tell(click, _done(text))
-
-        await self._guard(lambda message: self._tell(click, message), work())
+        await self._on_click(ack, body, self._approve)
 
     async def reject(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         """Rejecting always asks why, in a form."""
-        await ack()
-        click = payloads.click(body)
-        if not await self._first(click.delivery):
-            return
-
-        async def work() -> None:
-            ref, actor = _target(click)
-            await self.operations.check_may_vote(ref.run_id, ref.step_key, actor)
-            await self._open_decision_form(click, ref, approve=False)
-
-        await self._guard(lambda message: self._tell(click, message), work())
+        await self._on_click(ack, body, self._reject)
 
     async def operate(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         """Retry, Skip or Cancel from a failure alert."""
+        await self._on_click(ack, body, self._operate)
+
+    async def _on_click(
+        self,
+        ack: AsyncAck,
+        body: dict[str, Any],
+        act: Callable[[payloads.Click, blocks.Ref, Actor], Awaitable[None]],
+    ) -> None:
+        """Ack, claim the click once, act on the run its button names; tell the clicker."""
         await ack()
         click = payloads.click(body)
         if not await self._first(click.delivery):
@@ -176,16 +161,31 @@ class Handlers:
 
         async def work() -> None:
             ref, actor = _target(click)
-            step = ref.step_key or None
-            if click.action_id == blocks.RETRY:
-                text = await self.operations.retry(ref.run_id, actor, step=step)
-            elif click.action_id == blocks.SKIP:
-                text = await self.operations.skip(ref.run_id, actor, step=step)
-            else:
-                text = await self.operations.cancel(ref.run_id, actor)
-            await self._tell(click, _done(text))
+            await act(click, ref, actor)
 
         await self._guard(lambda message: self._tell(click, message), work())
+
+    async def _approve(self, click: payloads.Click, ref: blocks.Ref, actor: Actor) -> None:
+        step = await self.operations.check_may_vote(ref.run_id, ref.step_key, actor)
+        if step.require_reason == "always" or step.fields:
+            await self._open_decision_form(click, ref, approve=True)
+            return
+        text = await self.operations.decide(ref.run_id, ref.step_key, actor, Decision.APPROVED)
+        await self._tell(click, _done(text))
+
+    async def _reject(self, click: payloads.Click, ref: blocks.Ref, actor: Actor) -> None:
+        await self.operations.check_may_vote(ref.run_id, ref.step_key, actor)
+        await self._open_decision_form(click, ref, approve=False)
+
+    async def _operate(self, click: payloads.Click, ref: blocks.Ref, actor: Actor) -> None:
+        step = ref.step_key or None
+        if click.action_id == blocks.RETRY:
+            text = await self.operations.retry(ref.run_id, actor, step=step)
+        elif click.action_id == blocks.SKIP:
+            text = await self.operations.skip(ref.run_id, actor, step=step)
+        else:
+            text = await self.operations.cancel(ref.run_id, actor)
+        await self._tell(click, _done(text))
 
     async def _open_decision_form(
         self, click: payloads.Click, ref: blocks.Ref, *, approve: bool
