@@ -21,13 +21,13 @@ from bench.common import (
     http_chain_flow,
     loopback_service,
     median,
+    plain_chain,
     table,
     write_json,
 )
 from bot.engine.operations import Actor
-from bot.engine.runner import idempotency_key
 from bot.engine.states import RunState
-from bot.steps.http import USER_AGENT, make_http_client
+from bot.steps.http import make_http_client
 from bot.wiring import Services
 from bot.worker import follow
 
@@ -42,16 +42,7 @@ async def plain_loop(base_url: str, runs: int = RUNS) -> float:
     async with make_http_client() as client:
         started = time.perf_counter()
         for run in range(runs):
-            for index in range(STEPS):
-                response = await client.get(
-                    f"{base_url}/item/{index}",
-                    headers={
-                        "User-Agent": USER_AGENT,
-                        "Idempotency-Key": idempotency_key(str(run), str(index)),
-                    },
-                )
-                response.raise_for_status()
-                response.json()
+            await plain_chain(client, base_url, run, STEPS)
         return time.perf_counter() - started
 
 

@@ -22,12 +22,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 from aiohttp import web
 
 from bot.directory import StaticDirectory
 from bot.engine.ports import RunView
+from bot.engine.runner import idempotency_key
 from bot.engine.states import RunState
 from bot.settings import load_settings
+from bot.steps.http import USER_AGENT
 from bot.wiring import Services, build_services
 
 RESULTS = Path(__file__).parent / "results"
@@ -201,3 +204,17 @@ def write_json(name: str, data: dict[str, Any]) -> Path:
     path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
     return path
+
+
+async def plain_chain(client: httpx.AsyncClient, base_url: str, run: int, steps: int) -> None:
+    """The requests one run of ``http_chain_flow`` makes, headers included, without the engine."""
+    for index in range(steps):
+        response = await client.get(
+            f"{base_url}/item/{index}",
+            headers={
+                "User-Agent": USER_AGENT,
+                "Idempotency-Key": idempotency_key(str(run), str(index)),
+            },
+        )
+        response.raise_for_status()
+        response.json()

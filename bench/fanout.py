@@ -23,13 +23,13 @@ from bench.common import (
     http_chain_flow,
     loopback_service,
     median,
+    plain_chain,
     table,
     write_json,
 )
 from bot.engine.operations import Actor
-from bot.engine.runner import idempotency_key
 from bot.engine.states import RunState
-from bot.steps.http import USER_AGENT, make_http_client
+from bot.steps.http import make_http_client
 from bot.wiring import Services
 from bot.worker import run_worker
 
@@ -42,23 +42,10 @@ TARGET = 0.80
 async def direct(base_url: str, runs: int = RUNS) -> float:
     """200 concurrent chains of 5 sequential requests, with no engine around them."""
     async with make_http_client() as client:
-
-        async def chain(run: int) -> None:
-            for index in range(STEPS):
-                response = await client.get(
-                    f"{base_url}/item/{index}",
-                    headers={
-                        "User-Agent": USER_AGENT,
-                        "Idempotency-Key": idempotency_key(str(run), str(index)),
-                    },
-                )
-                response.raise_for_status()
-                response.json()
-
         started = time.perf_counter()
         async with asyncio.TaskGroup() as group:
             for run in range(runs):
-                group.create_task(chain(run))
+                group.create_task(plain_chain(client, base_url, run, STEPS))
         return time.perf_counter() - started
 
 
