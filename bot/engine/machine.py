@@ -350,6 +350,7 @@ def _vote(move: Move, event: CastVote) -> bool:
         decision=event.decision,
         level=approval.level,
         at=max(move.now, approval.requested_at),
+        round=approval.round,
         reason=event.reason,
         fields=dict(event.fields),
         via=event.via,

@@ -293,11 +293,13 @@ def _start_approval(move: Move, step: ApprovalStep, row: StepRun, extra: dict[st
     # earlier one, so that they no longer count (see ``approvals.current``).
     earlier = [vote.at for vote in move.votes if vote.step_key == row.key]
     requested = max([move.now, *(at + timedelta(microseconds=1) for at in earlier)])
+    asked_before = move.approvals.get(row.key)
     move.set_approval(
         Approval(
             run_id=move.run.id,
             step_key=row.key,
             level=0,
+            round=asked_before.round + 1 if asked_before else 0,
             requested_at=requested,
             deadline=deadline,
         )

@@ -95,6 +95,8 @@ class Approval:
     """Index in the escalation chain."""
     state: str = "pending"
     """``pending``, ``approved`` or ``rejected``."""
+    round: int = 0
+    """How many times the step asked before this request (an operator's retry asks again)."""
     requested_at: datetime
     deadline: datetime | None = None
     decided_at: datetime | None = None
@@ -114,6 +116,9 @@ class Vote:
     decision: Decision
     level: int
     at: datetime
+    round: int = 0
+    """The request answered (``Approval.round``): a voter may answer each request once,
+    and the answers to earlier requests stay on record."""
     reason: str | None = None
     fields: dict[str, Any] = field(default_factory=dict)
     via: str = ""

@@ -378,8 +378,10 @@ steps:
     assert w.step(r, "ok").state is StepState.COMPENSATED
     w.apply(r, Retry(actor="U0OPS"))
     assert w.step(r, "ok").state is StepState.WAITING
+    assert w.snapshots[r].approvals["ok"].round == 1
     t = w.vote(r, "ok", "U0A")
     assert t.changed, t.reply
+    assert [vote.round for vote in t.votes] == [1]
     assert w.step(r, "ok").state is StepState.SUCCEEDED
 
 
