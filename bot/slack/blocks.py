@@ -373,21 +373,26 @@ def approval_card(view: RunView, step_key: str, *, now: datetime) -> Message:
     return _message(f"{title}: {truncate(question, 1000)}", blocks)
 
 
-def reminder(view: RunView, step_key: str, *, now: datetime) -> Message:
-    """A thread nudge to the approvers who have not answered, with the time left."""
+def reminder(view: RunView, step_key: str, *, now: datetime, escalated: bool = False) -> Message:
+    """A thread nudge to the approvers who have not answered, with the time left.
+
+    ``escalated`` words it as the first ask of the next level's approvers.
+    """
     found = approval_of(view, step_key)
     if found is None:
         return reply("This approval is no longer waiting for a decision.")
     row, step, approval = found
     level = level_of(step, approval)
-    lines = [f"⏰ *Still waiting for a decision*: {question_of(row, step)}"]
+    title = "⤴ *Escalated to you*" if escalated else "⏰ *Still waiting for a decision*"
+    lines = [f"{title}: {question_of(row, step)}"]
     who = waiting_on(level, approval, view.snapshot.votes_for(step_key))
     if who:
         lines.append(f"Waiting on {who}")
     deadline = deadline_text(level, approval, now)
     if deadline:
         lines.append(deadline)
-    return _message(f"Still waiting for a decision on {step_key}", [section("\n".join(lines))])
+    text = "Escalated: a decision is needed" if escalated else "Still waiting for a decision"
+    return _message(f"{text} on {step_key}", [section("\n".join(lines))])
 
 
 def alert(view: RunView, step_key: str, *, permalink: str | None, now: datetime) -> Message:

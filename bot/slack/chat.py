@@ -123,20 +123,59 @@ class SlackChat:
         approval = view.snapshot.approvals.get(step_key)
         if approval is None:
             return
-        cards: dict[str, list[dict[str, str]]] = dict((await self._refs(view)).get("approvals", {}))
+        refs = await self._refs(view)
+        cards: dict[str, list[dict[str, str]]] = dict(refs.get("approvals", {}))
         message = blocks.approval_card(view, step_key, now=self.clock.now())
         if step_key in cards:
             for card in cards[step_key]:
                 await self._update(card, message)
+            if approval.state == "pending" and run.state.active:
+                await self._ask_escalated(view, step_key, refs, cards, message)
         elif approval.state == "pending" and run.state.active:
             posted = []
+            dm = self._approval_step(view, step_key).dm
             for target in await self._approval_targets(view, step_key):
                 landed = await self._post(target, message)
                 if landed is not None:
-                    posted.append(landed)
+                    posted.append({**landed, "user": target} if dm else landed)
             cards[step_key] = posted
             await self.store.set_chat_ref(run.id, "approvals", cards)
         self._people_changed({run.started_by, *await self._approvers(view, step_key)})
+
+    async def _ask_escalated(
+        self,
+        view: RunView,
+        step_key: str,
+        refs: dict[str, Any],
+        cards: dict[str, list[dict[str, str]]],
+        message: blocks.Message,
+    ) -> None:
+        """Ask a new level's approvers once: editing a card notifies nobody.
+
+        Direct cards go to each new approver; a channel card gets a thread reply
+        that mentions them. ``runs.chat["asked"]`` keeps the (round, level) last
+        asked, so a repeated delivery asks nobody twice and a retried approval
+        that escalates again asks again.
+        """
+        run = view.snapshot.run
+        approval = view.snapshot.approvals[step_key]
+        mark = [approval.round, approval.level]
+        asked: dict[str, list[int]] = dict(refs.get("asked", {}))
+        if approval.level == 0 or mark <= asked.get(step_key, [0, 0]):
+            return
+        if self._approval_step(view, step_key).dm:
+            have = {card.get("user") for card in cards[step_key]}
+            for user in await self._approval_targets(view, step_key):
+                landed = None if user in have else await self._post(user, message)
+                if landed is not None:
+                    cards[step_key] = [*cards[step_key], {**landed, "user": user}]
+            await self.store.set_chat_ref(run.id, "approvals", cards)
+        else:
+            nudge = blocks.reminder(view, step_key, now=self.clock.now(), escalated=True)
+            for card in cards[step_key]:
+                await self._post(card["channel"], nudge, thread=card)
+        asked[step_key] = mark
+        await self.store.set_chat_ref(run.id, "asked", asked)
 
     async def _approval_targets(self, view: RunView, step_key: str) -> list[str]:
         step = self._approval_step(view, step_key)

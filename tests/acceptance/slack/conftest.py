@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from bot.demo.services import DEFAULT_BILLING_TOKEN, SERVICES, DemoServices
+from bot.engine.runner import Clock
 from bot.engine.states import RunState
 from bot.serve import serve
 from bot.settings import load_settings
@@ -91,9 +92,11 @@ class Relay:
         ]
 
 
-def write_flows(directory: Path, services: DemoServices) -> None:
-    """The shipped order flow, plus small flows for the edge cases."""
+def write_flows(directory: Path, services: DemoServices, extra: Iterable[Path] = ()) -> None:
+    """The shipped order flow, small flows for the edge cases, and any ``extra`` flow files."""
     directory.mkdir()
+    for path in extra:
+        (directory / path.name).write_text(path.read_text())
     (directory / "order-processing.yaml").write_text(
         (ROOT / "flows" / "order-processing.yaml").read_text()
     )
@@ -126,9 +129,18 @@ steps:
 
 @contextlib.asynccontextmanager
 async def running_relay(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, socket: bool
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    socket: bool,
+    clock: Clock | None = None,
+    flows: Iterable[Path] = (),
 ) -> AsyncIterator[Relay]:
-    """A running Relay wired to a fresh SQLite file, the fake Slack and the demo services."""
+    """A running Relay wired to a fresh SQLite file, the fake Slack and the demo services.
+
+    ``clock`` replaces the wall clock of the engine, the outbox and the chat (a test
+    moves it to fire timers); ``flows`` are extra flow files to load.
+    """
     fake = FakeSlack(
         users=[OPS, *FINANCE, OUTSIDER, "U0OPSLEAD1"], usergroups=USERGROUPS, channels=CHANNELS
     ).start()
@@ -136,7 +148,7 @@ async def running_relay(
         for name in SERVICES:
             monkeypatch.setenv(f"{name.upper()}_URL", services.url(name))
         monkeypatch.setenv("BILLING_TOKEN", DEFAULT_BILLING_TOKEN)
-        write_flows(tmp_path / "flows", services)
+        write_flows(tmp_path / "flows", services, flows)
         database_url = f"sqlite:///{tmp_path / 'relay.db'}"
         settings = load_settings(
             DATABASE_URL=database_url,
@@ -151,7 +163,14 @@ async def running_relay(
         stop = asyncio.Event()
         url: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         server = asyncio.create_task(
-            serve(settings, socket=socket, host="127.0.0.1", stop=stop, ready=url.set_result)
+            serve(
+                settings,
+                socket=socket,
+                host="127.0.0.1",
+                stop=stop,
+                ready=url.set_result,
+                clock=clock,
+            )
         )
         await asyncio.wait({server, url}, return_when=asyncio.FIRST_COMPLETED)
         if server.done():
