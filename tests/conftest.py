@@ -14,7 +14,7 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import sqlalchemy as sa
@@ -29,6 +29,8 @@ PG_URL = os.environ.get("RELAY_TEST_PG_URL", "postgresql://postgres@127.0.0.1:54
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
+T = TypeVar("T")
+
 
 def _in_thread(work: Callable[[], Awaitable[Any]]) -> Any:
     """Run a coroutine on a private loop: module fixtures outlive each test's loop."""
@@ -38,6 +40,24 @@ def _in_thread(work: Callable[[], Awaitable[Any]]) -> Any:
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(asyncio.run, main()).result()
+
+
+async def elsewhere(url: str, work: Callable[[Database], Awaitable[T]]) -> T:
+    """Run ``work`` as another replica: its own ``Database`` on ``url``, loop and thread.
+
+    A transaction's work function cannot await, so a test that holds a transaction
+    open blocks its work function on a ``threading.Event``. On PostgreSQL the work
+    function runs on its event loop's thread, so that loop must not be the test's.
+    """
+
+    async def main() -> T:
+        database = open_database(url)
+        try:
+            return await work(database)
+        finally:
+            await database.close()
+
+    return await asyncio.to_thread(asyncio.run, main())
 
 
 def _pg_admin(*statements: str) -> None:
@@ -79,9 +99,12 @@ def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 async def _reset_schema(database: Database) -> None:
     if database.dialect == "postgresql":
-        async with database.write() as conn:
-            await conn.exec_driver_sql("DROP SCHEMA public CASCADE")
-            await conn.exec_driver_sql("CREATE SCHEMA public")
+
+        def work(conn: sa.Connection) -> None:
+            conn.exec_driver_sql("DROP SCHEMA public CASCADE")
+            conn.exec_driver_sql("CREATE SCHEMA public")
+
+        await database.write(work)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -107,8 +130,9 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         await relay.migrate()
         if db.dialect == "postgresql":
             names = ", ".join(table.name for table in metadata.sorted_tables)
-            async with db.write() as conn:
-                await conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+            await db.write(
+                lambda conn: conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+            )
         yield relay
     finally:
         await db.close()

@@ -9,10 +9,10 @@ rows, and ends as a frozen ``Transition``. Every state change goes through
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import lru_cache
 from typing import Any
 
 from bot.definitions.models import FlowDef
@@ -58,18 +58,32 @@ class Context:
     """Look up another flow by name, for sub-flow steps."""
 
 
-@lru_cache(maxsize=256)
-def _parse(definition_hash: str, data: str) -> FlowDef:
-    import json
+_PARSED: dict[str, FlowDef] = {}
+"""Definitions by hash, most recently used last."""
 
-    return FlowDef.model_validate(json.loads(data))
+_PARSED_LIMIT = 256
+_PARSED_LOCK = threading.Lock()
+"""Transitions are decided on database threads as well as on the event loop."""
 
 
 def flow_of(run: Run) -> FlowDef:
-    """The run's own definition snapshot, parsed once per hash."""
-    import json
+    """The run's own definition snapshot, parsed once per hash.
 
-    return _parse(run.definition_hash, json.dumps(run.definition, sort_keys=True))
+    Keyed by the hash alone (a run's hash is the hash of its data): every
+    transition asks, and serialising the definition to make a key cost more
+    than the rest of a small transition.
+    """
+    with _PARSED_LOCK:
+        found = _PARSED.pop(run.definition_hash, None)
+        if found is not None:
+            _PARSED[run.definition_hash] = found
+            return found
+    flow = FlowDef.model_validate(run.definition)
+    with _PARSED_LOCK:
+        if len(_PARSED) >= _PARSED_LIMIT:
+            del _PARSED[next(iter(_PARSED))]
+        _PARSED[run.definition_hash] = flow
+    return flow
 
 
 class Move:

@@ -156,12 +156,11 @@ class Operations:
     ) -> str:
         """Cast a vote; returns what to tell the voter. Raises VoteRefused with the reason."""
         run = await self.store.find_run(run_ref)
-        snapshot = await self.store.snapshot(run.id)
-        flow = flow_of(run)
-        approval = snapshot.approvals.get(step_key)
-        if step_key not in snapshot.steps or approval is None:
+        asked = await self.store.approval(run.id, step_key)
+        if asked is None:
             raise StepNotFound(f"run {run.id} has no approval `{step_key}` waiting")
-        step = flow.step(snapshot.steps[step_key].step_id)
+        row, approval = asked
+        step = flow_of(run).step(row.step_id)
         assert isinstance(step, ApprovalStep)
         level = step.levels()[min(approval.level, len(step.levels()) - 1)]
         groups = await self.directory.groups_of(actor.user, relevant_groups(level))

@@ -35,11 +35,12 @@ from bot.engine.events import (
 )
 from bot.engine.machine import decide
 from bot.engine.move import Context, Definition, applied, flow_of, scope_of
-from bot.engine.records import Run, Snapshot
+from bot.engine.records import Run, Snapshot, Timer
 from bot.engine.states import RunState
 from bot.errors import FlowNotFound, OperationRefused, RelayError
 from bot.steps.base import Failed, StepContext, StepExecutor, Succeeded
 from bot.store.runs import Store
+from bot.store.tx import Tx
 
 log = logging.getLogger("relay.engine")
 
@@ -159,9 +160,12 @@ class Engine:
     ) -> Run:
         """Insert a run and start it, in one transaction. Inputs must already be checked."""
         run = self.new_run(flow, inputs, started_by=started_by, source=source)
-        async with self.store.transaction() as tx:
-            await tx.insert_run(run)
-            done = await self._apply_in(tx, run.id, StartRun(actor=started_by))
+
+        def work(tx: Tx) -> Applied:
+            tx.insert_run(run)
+            return self._apply_in(tx, run.id, StartRun(actor=started_by))
+
+        done = await self.store.transaction(work)
         await self._perform(done)
         return done[0][0].run
 
@@ -171,11 +175,16 @@ class Engine:
         The claim on ``(flow, fire_time)`` commits with the run, so however many
         replicas wake for the same fire, exactly one run starts; the others get None.
         """
-        async with self.store.transaction() as tx:
-            if not await tx.claim_schedule_fire(run.flow, fire_time, run.id):
+
+        def work(tx: Tx) -> Applied | None:
+            if not tx.claim_schedule_fire(run.flow, fire_time, run.id):
                 return None
-            await tx.insert_run(run)
-            done = await self._apply_in(tx, run.id, StartRun(actor=run.started_by))
+            tx.insert_run(run)
+            return self._apply_in(tx, run.id, StartRun(actor=run.started_by))
+
+        done = await self.store.transaction(work)
+        if done is None:
+            return None
         await self._perform(done)
         return done[0][0].run
 
@@ -211,8 +220,7 @@ class Engine:
         """
         for attempt in range(1, RACE_RETRIES + 1):
             try:
-                async with self.store.transaction() as tx:
-                    done = await self._apply_in(tx, run_id, event)
+                done = await self.store.transaction(lambda tx: self._apply_in(tx, run_id, event))
                 break
             except OperationRefused:
                 if attempt == RACE_RETRIES:
@@ -221,14 +229,16 @@ class Engine:
         await self._perform(done)
         return done[0][1]
 
-    async def _apply_in(self, tx: Any, run_id: str, event: Event) -> Applied:
-        before = await tx.load(run_id)
+    def _apply_in(self, tx: Tx, run_id: str, event: Event) -> Applied:
+        """Load, decide and write ``event`` and what it emits, inside ``tx``."""
+        # Leases and timers change without a new run version: judge them on fresh rows.
+        before = tx.load(run_id, fresh=isinstance(event, LeaseExpired | TimerDue))
         transition = decide(before, event, self._ctx())
         if transition.changed:
-            await tx.write(before, transition)
+            tx.write(before, transition)
         done: Applied = [(applied(before, transition), transition)]
         for target, emitted in transition.emits:
-            done.extend(await self._apply_in(tx, target, emitted))
+            done.extend(self._apply_in(tx, target, emitted))
         return done
 
     async def _perform(self, done: Applied) -> None:
@@ -353,12 +363,9 @@ class Engine:
         now = self.clock.now()
         applied_count = 0
         for timer in await self.store.due_timers(now):
-            async with self.store.transaction() as tx:
-                if not await tx.take_timer(timer.run_id, timer.step_key, timer.purpose):
-                    continue
-                done = await self._apply_in(
-                    tx, timer.run_id, TimerDue(key=timer.step_key, purpose=timer.purpose)
-                )
+            done = await self.store.transaction(functools.partial(self._fire, timer))
+            if done is None:
+                continue
             await self._perform(done)
             applied_count += 1
         await self._renew()
@@ -369,6 +376,12 @@ class Engine:
             await self.apply(row.run_id, LeaseExpired(key=row.key, attempt=row.attempt))
             applied_count += 1
         return applied_count
+
+    def _fire(self, timer: Timer, tx: Tx) -> Applied | None:
+        """Take ``timer`` and apply it; None if another scheduler took it first."""
+        if not tx.take_timer(timer.run_id, timer.step_key, timer.purpose):
+            return None
+        return self._apply_in(tx, timer.run_id, TimerDue(key=timer.step_key, purpose=timer.purpose))
 
     async def _renew(self) -> None:
         if not self._flights:
@@ -397,12 +410,15 @@ class Engine:
         try:
             # One transaction for them all: a hundred commits one by one took a
             # second, and nothing moves until the last (bench/recovery.py).
-            async with self.store.transaction() as tx:
+
+            def work(tx: Tx) -> Applied:
                 done: Applied = []
                 for row in lost:
                     event = LeaseExpired(key=row.key, attempt=row.attempt)
-                    done.extend(await self._apply_in(tx, row.run_id, event))
-            await self._perform(done)
+                    done.extend(self._apply_in(tx, row.run_id, event))
+                return done
+
+            await self._perform(await self.store.transaction(work))
         except OperationRefused:
             # Lost a race with another replica: one by one, each retried on its own.
             for row in lost:

@@ -279,8 +279,8 @@ class Handlers:
     async def _first(self, delivery: tuple[str, str]) -> bool:
         """Claim Slack's id for this delivery; False means it was seen before."""
         source, key = delivery
-        async with self.store.transaction() as tx:
-            return await tx.claim_delivery(source, key, self.services.engine.clock.now())
+        now = self.services.engine.clock.now()
+        return await self.store.transaction(lambda tx: tx.claim_delivery(source, key, now))
 
     async def _view(self, run_ref: str) -> RunView:
         run = await self.store.find_run(run_ref)

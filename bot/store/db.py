@@ -1,27 +1,44 @@
 """The one place engines are built: SQLite pragmas, PostgreSQL pool, transaction scopes.
 
-SQLite serialises writers with ``BEGIN IMMEDIATE`` (taken up front, so two
-writers never both read and then collide on upgrade to a write lock), and WAL
-lets readers run beside a writer. PostgreSQL runs READ COMMITTED and the store
-locks run rows with ``SELECT … FOR UPDATE``, which SQLAlchemy leaves out on
-SQLite: the store has one code path for both.
+Every transaction is a plain function of a synchronous SQLAlchemy
+``Connection``, handed to ``Database.write`` or ``Database.read``; the store's
+queries are written once and run on both databases:
+
+- SQLite runs through the standard library's driver on threads of its own: each
+  transaction is one trip to a database thread and back. The aiosqlite adapter
+  makes three or four trips per statement (cursor, execute, fetch, close), which
+  cost more than the statements; and one writer thread queues this process's
+  writers first come first served, where SQLite's busy handler would let them
+  starve each other. Writers begin with ``BEGIN IMMEDIATE`` (the lock is taken
+  up front, so two writers never both read and then collide on upgrade), and WAL
+  lets the reader threads run beside the writer.
+- PostgreSQL runs on asyncpg through ``AsyncConnection.run_sync``, READ
+  COMMITTED, and the store locks run rows with ``SELECT … FOR UPDATE``, which
+  SQLAlchemy leaves out on SQLite: one code path for both.
+
+A transaction function must not wait on anything but the database.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import weakref
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bot.errors import ConfigError
+
+T = TypeVar("T")
+
+Work = Callable[[sa.Connection], T]
+"""A transaction's body: runs inside the transaction, returns what the caller gets."""
 
 SYNCHRONOUS_LEVELS = {"NORMAL": 1, "FULL": 2, "EXTRA": 3}
 """SQLite ``synchronous`` settings Relay accepts, with the number the pragma reads back."""
@@ -30,27 +47,32 @@ _WRITE = "relay_write"
 """Execution option that makes the SQLite ``begin`` hook take the write lock."""
 
 BUSY_SECONDS = 5.0
-"""SQLite ``busy_timeout``: how long a writer waits for the database lock."""
+"""SQLite ``busy_timeout``: how long a writer waits for another process's lock."""
+
+READER_THREADS = 4
+"""SQLite reader threads: reads run beside the writer in WAL mode, a few at a time."""
 
 _DRIVERS = {
-    "sqlite": "sqlite+aiosqlite",
+    "sqlite": "sqlite+pysqlite",
+    "sqlite+aiosqlite": "sqlite+pysqlite",
     "postgresql": "postgresql+asyncpg",
     "postgres": "postgresql+asyncpg",
 }
-_ASYNC_DRIVERS = {"sqlite+aiosqlite", "postgresql+asyncpg"}
+_SUPPORTED = {"sqlite+pysqlite", "postgresql+asyncpg"}
 
 
 def normalise_url(url: str) -> URL:
-    """Give a plain ``sqlite://`` or ``postgres(ql)://`` URL its async driver.
+    """Give a plain ``sqlite://`` or ``postgres(ql)://`` URL the driver Relay uses.
 
-    URLs that already name a supported async driver pass through; anything else
-    is a ``ConfigError``, because a sync driver would block the event loop.
+    ``sqlite+aiosqlite`` (which earlier versions used) is read as plain SQLite.
+    Anything else is a ``ConfigError``: a synchronous PostgreSQL driver would
+    block the event loop.
     """
     try:
         parsed = make_url(url)
     except ArgumentError:
         raise ConfigError(f"DATABASE_URL is not a database URL: {url!r}") from None
-    if parsed.drivername in _ASYNC_DRIVERS:
+    if parsed.drivername in _SUPPORTED:
         return parsed
     if parsed.drivername in _DRIVERS:
         return parsed.set(drivername=_DRIVERS[parsed.drivername])
@@ -61,70 +83,66 @@ def normalise_url(url: str) -> URL:
 
 
 class Database:
-    """An async engine plus the two transaction scopes the store uses.
+    """An engine plus the two transaction scopes the store uses.
 
-    Build it with ``open_database``; the constructor takes a ready engine so a
-    test can wrap one configured differently and watch ``check()`` refuse it.
+    Build it with ``open_database``; the constructor takes a ready engine (a
+    synchronous one for SQLite, an async one for PostgreSQL) so a test can wrap
+    one configured differently and watch ``check()`` refuse it.
     """
 
-    def __init__(self, *, engine: AsyncEngine, synchronous: str | None = None) -> None:
+    def __init__(self, *, engine: sa.Engine | AsyncEngine, synchronous: str | None = None) -> None:
         self.engine = engine
         self.synchronous = synchronous
         """The SQLite ``synchronous`` level asked for; None on PostgreSQL."""
-        self._writer = engine.execution_options(**{_WRITE: True})
-        self._turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
-            weakref.WeakKeyDictionary()
+        self._threads: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None
+        self._writer = (
+            engine.execution_options(**{_WRITE: True}) if isinstance(engine, sa.Engine) else None
         )
-        """SQLite: one write transaction at a time per event loop (see ``_write_turn``)."""
 
     @property
     def dialect(self) -> str:
         """``sqlite`` or ``postgresql``."""
         return self.engine.dialect.name
 
-    @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
-        """A write transaction: commits when the block ends, rolls back if it raises.
+    @property
+    def url(self) -> URL:
+        """The URL the engine connects to."""
+        return self.engine.url
 
-        On SQLite it starts with ``BEGIN IMMEDIATE``, so writers queue on the
-        database lock (up to ``busy_timeout``) instead of failing mid-transaction.
+    async def write(self, work: Work[T]) -> T:
+        """Run ``work`` in a write transaction: commits if it returns, rolls back if it raises.
+
+        On SQLite writers run one at a time, in the order they asked, each
+        starting with ``BEGIN IMMEDIATE``; a writer of another process holding
+        the lock is waited for up to ``busy_timeout``. If the caller is
+        cancelled while ``work`` runs, the transaction still ends as ``work``
+        does: cancellation never leaves half a transaction, nor does it undo one.
         """
-        async with self._write_turn(), self._writer.connect() as conn, conn.begin():
-            yield conn
+        engine = self.engine
+        if isinstance(engine, AsyncEngine):
+            async with engine.begin() as conn:
+                return await conn.run_sync(work)
+        writer, _ = self._pools()
+        return await asyncio.get_running_loop().run_in_executor(
+            writer, _transact, self._writer or engine, work
+        )
 
-    @asynccontextmanager
-    async def _write_turn(self) -> AsyncIterator[None]:
-        """On SQLite, queue this process's writers in order before they ask for the lock.
+    async def read(self, work: Work[T]) -> T:
+        """Run ``work`` in a read transaction: one consistent view; never blocks writers (WAL)."""
+        engine = self.engine
+        if isinstance(engine, AsyncEngine):
+            async with engine.connect() as conn, conn.begin():
+                return await conn.run_sync(work)
+        _, readers = self._pools()
+        return await asyncio.get_running_loop().run_in_executor(readers, _transact, engine, work)
 
-        SQLite's busy handler polls with growing sleeps and no order, so dozens of
-        concurrent writers in one process starve each other past ``busy_timeout``
-        and fail with "database is locked". Waiting here, first come first served,
-        leaves the busy handler only other processes to wait for. A writer still
-        waiting after ``busy_timeout`` goes on to SQLite, which then decides as
-        before (a write opened inside another on the same loop must not hang).
-        """
-        if self.dialect != "sqlite":
-            yield
-            return
-        loop = asyncio.get_running_loop()
-        turn = self._turns.get(loop)
-        if turn is None:
-            turn = self._turns[loop] = asyncio.Lock()
-        acquired = False
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(BUSY_SECONDS):
-                acquired = await turn.acquire()
-        try:
-            yield
-        finally:
-            if acquired:
-                turn.release()
-
-    @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A read transaction: one consistent view, never blocks writers on SQLite (WAL)."""
-        async with self.engine.connect() as conn, conn.begin():
-            yield conn
+    def _pools(self) -> tuple[ThreadPoolExecutor, ThreadPoolExecutor]:
+        if self._threads is None:
+            self._threads = (
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-db-writer"),
+                ThreadPoolExecutor(READER_THREADS, thread_name_prefix="relay-db-reader"),
+            )
+        return self._threads
 
     async def check(self) -> None:
         """Fail start-up early if the database does not answer or is set up unsafely.
@@ -134,14 +152,12 @@ class Database:
         journal mode). Raises ``ConfigError``.
         """
         try:
-            async with self.read() as conn:
-                if self.dialect != "sqlite":
-                    await conn.execute(sa.text("SELECT 1"))
-                    return
-                journal = (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar_one()
-                synchronous = (await conn.exec_driver_sql("PRAGMA synchronous")).scalar_one()
+            found = await self.read(_settings)
         except (SQLAlchemyError, OSError) as exc:
             raise ConfigError(f"the database does not answer: {exc.__class__.__name__}") from exc
+        if found is None:
+            return
+        journal, synchronous = found
         if str(journal).lower() != "wal":
             raise ConfigError(
                 f"SQLite journal_mode is {journal!r}, not 'wal'; "
@@ -157,8 +173,34 @@ class Database:
             )
 
     async def close(self) -> None:
-        """Close every pooled connection."""
-        await self.engine.dispose()
+        """Wait for running transactions, stop the database threads, close every connection."""
+        threads, self._threads = self._threads, None
+        if threads is not None:
+            await asyncio.to_thread(_shutdown, threads)
+        if isinstance(self.engine, AsyncEngine):
+            await self.engine.dispose()
+        else:
+            self.engine.dispose()
+
+
+def _transact(engine: sa.Engine, work: Work[T]) -> T:
+    with engine.begin() as conn:
+        return work(conn)
+
+
+def _shutdown(threads: tuple[ThreadPoolExecutor, ...]) -> None:
+    for pool in threads:
+        pool.shutdown(wait=True)
+
+
+def _settings(conn: sa.Connection) -> tuple[Any, Any] | None:
+    """SQLite's journal mode and synchronous level; None (after a round trip) elsewhere."""
+    if conn.dialect.name != "sqlite":
+        conn.execute(sa.text("SELECT 1"))
+        return None
+    journal = conn.exec_driver_sql("PRAGMA journal_mode").scalar_one()
+    synchronous = conn.exec_driver_sql("PRAGMA synchronous").scalar_one()
+    return journal, synchronous
 
 
 def open_database(url: str, *, synchronous: str = "NORMAL", echo: bool = False) -> Database:
@@ -175,10 +217,16 @@ def open_database(url: str, *, synchronous: str = "NORMAL", echo: bool = False) 
                 f"RELAY_SQLITE_SYNCHRONOUS must be one of {sorted(SYNCHRONOUS_LEVELS)}, "
                 f"not {synchronous!r}"
             )
-        engine = create_async_engine(parsed, echo=echo)
+        # Connections move between the database threads, one thread at a time.
+        engine = sa.create_engine(
+            parsed,
+            echo=echo,
+            pool_size=READER_THREADS + 1,
+            connect_args={"check_same_thread": False},
+        )
         _configure_sqlite(engine, level)
         return Database(engine=engine, synchronous=level)
-    engine = create_async_engine(
+    async_engine = create_async_engine(
         parsed,
         echo=echo,
         pool_size=10,
@@ -187,29 +235,48 @@ def open_database(url: str, *, synchronous: str = "NORMAL", echo: bool = False) 
         pool_recycle=1800,
         isolation_level="READ COMMITTED",
     )
-    return Database(engine=engine)
+    return Database(engine=async_engine)
 
 
-def _configure_sqlite(engine: AsyncEngine, synchronous: str) -> None:
-    """SQLAlchemy's documented aiosqlite recipe: we emit BEGIN, not pysqlite."""
+def _enter_wal(cursor: sqlite3.Cursor) -> None:
+    """Switch the file to WAL, waiting out a replica that opens a new file at the same moment.
 
-    @sa.event.listens_for(engine.sync_engine, "connect")
+    SQLite answers "database is locked" to this pragma at once, without its busy
+    handler, while another connection is switching the same new file.
+    """
+    deadline = time.monotonic() + BUSY_SECONDS
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+def _configure_sqlite(engine: sa.Engine, synchronous: str) -> None:
+    """SQLAlchemy's documented pysqlite recipe: we emit BEGIN, not the driver."""
+
+    @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # pysqlite's legacy mode would BEGIN lazily (and never for SELECT);
+        # The driver's legacy mode would BEGIN lazily (and never for SELECT);
         # with None it stays out of the way and the "begin" hook decides.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute(f"PRAGMA synchronous={synchronous}")
             cursor.execute(f"PRAGMA busy_timeout={int(BUSY_SECONDS * 1000)}")
+            _enter_wal(cursor)
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:
             cursor.close()
 
-    @sa.event.listens_for(engine.sync_engine, "begin")
+    @sa.event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
-        if conn.get_execution_options().get(_WRITE):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-        else:
-            conn.exec_driver_sql("BEGIN")
+        # Straight to the driver: through ``exec_driver_sql`` the BEGIN cost as
+        # much as a query, and every transaction has one.
+        immediate = conn.get_execution_options().get(_WRITE)
+        conn.connection.driver_connection.execute(  # type: ignore[union-attr]
+            "BEGIN IMMEDIATE" if immediate else "BEGIN"
+        )

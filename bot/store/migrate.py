@@ -43,19 +43,17 @@ def alembic_config(url: str | None = None) -> Config:
 
 async def migrate(database: Database) -> None:
     """Upgrade to head under the migration lock. Running it again is a no-op."""
-    async with database.write() as conn:
-        if database.dialect == "postgresql":
-            await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK)))
-        await conn.run_sync(_upgrade)
+    await database.write(_upgrade)
 
 
 async def current_revision(database: Database) -> str | None:
     """The revision the database is at, or None before the first migration."""
-    async with database.read() as conn:
-        return await conn.run_sync(_current)
+    return await database.read(_current)
 
 
 def _upgrade(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK)))
     config = alembic_config()
     config.attributes["connection"] = connection
     command.upgrade(config, "head")

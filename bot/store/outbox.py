@@ -15,7 +15,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.store.tables import outbox, runs
 
@@ -35,8 +34,8 @@ class OutboxItem:
     created_at: datetime
 
 
-async def claim(
-    conn: AsyncConnection,
+def claim(
+    conn: sa.Connection,
     owner: str,
     now: datetime,
     *,
@@ -63,7 +62,7 @@ async def claim(
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    result = await conn.execute(
+    result = conn.execute(
         sa.update(outbox)
         .where(outbox.c.id.in_(due.scalar_subquery()))
         .values(lease_owner=owner, lease_until=now + lease)
@@ -81,15 +80,15 @@ async def claim(
     return sorted(items, key=lambda item: item.id)
 
 
-async def finish(conn: AsyncConnection, ids: Collection[int]) -> None:
+def finish(conn: sa.Connection, ids: Collection[int]) -> None:
     """Delete delivered rows."""
     if ids:
-        await conn.execute(sa.delete(outbox).where(outbox.c.id.in_(list(ids))))
+        conn.execute(sa.delete(outbox).where(outbox.c.id.in_(list(ids))))
 
 
-async def defer(conn: AsyncConnection, item_id: int, *, until: datetime, error: str) -> None:
+def defer(conn: sa.Connection, item_id: int, *, until: datetime, error: str) -> None:
     """Count a failed delivery, release the lease and make the row due again at ``until``."""
-    await conn.execute(
+    conn.execute(
         sa.update(outbox)
         .where(outbox.c.id == item_id)
         .values(

@@ -12,10 +12,9 @@ The same contract suite runs on SQLite and PostgreSQL
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -27,6 +26,7 @@ from bot.store import rows
 from bot.store.db import Database
 from bot.store.migrate import migrate
 from bot.store.outbox import OutboxItem
+from bot.store.snapshots import SnapshotCache
 from bot.store.tables import (
     approvals,
     attempts,
@@ -52,39 +52,49 @@ _ATTEMPTS = (
 _RETRY_STATES = {"40P01", "40001"}
 """PostgreSQL's deadlock_detected and serialization_failure."""
 
+T = TypeVar("T")
+
 
 class Store:
     """Runs and everything attached to them, on SQLite or PostgreSQL."""
 
     def __init__(self, *, database: Database) -> None:
         self.database = database
+        self._snapshots = SnapshotCache()
 
     async def migrate(self) -> None:
         """Bring the schema to head (once, under a lock; a no-op when already there)."""
         await migrate(self.database)
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Tx]:
-        """A write transaction for one event: commits on exit, rolls back if the block raises.
+    async def transaction(self, work: Callable[[Tx], T]) -> T:
+        """Run ``work`` in a write transaction: commits if it returns, rolls back if it raises.
+
+        ``work`` runs on the database's side (a database thread on SQLite), so
+        it loads, decides and writes without awaiting anything.
 
         PostgreSQL may abort one of two transactions that lock the same runs in
         opposite orders (a parent telling its child while the child tells its
         parent); that surfaces as ``OperationRefused``, like the version guard,
         because the remedy is the same: run the event again.
         """
+
+        def body(conn: sa.Connection) -> tuple[T, Tx]:
+            tx = Tx(conn=conn, snapshots=self._snapshots)
+            return work(tx), tx
+
         try:
-            async with self.database.write() as conn:
-                yield Tx(conn=conn)
+            result, tx = await self.database.write(body)
         except sa.exc.DBAPIError as exc:
             if getattr(exc.orig, "sqlstate", None) in _RETRY_STATES:
                 raise OperationRefused("the run changed underneath; try again") from exc
             raise
+        tx.remember()
+        return result
 
     async def get_run(self, run_id: str) -> Run:
         """The run as last committed. Raises ``RunNotFound``."""
-        async with self.database.read() as conn:
-            row = (await conn.execute(sa.select(runs).where(runs.c.id == run_id))).mappings()
-            found = row.first()
+        query = sa.select(runs).where(runs.c.id == run_id)
+        found = await self.database.read(lambda conn: conn.execute(query).mappings().first())
         if found is None:
             raise RunNotFound(f"no run {run_id}", run_id=run_id)
         return rows.run_from(found)
@@ -94,8 +104,7 @@ class Store:
 
         Deciding on it is unsafe: ``Tx.load`` is the locked version.
         """
-        async with self.database.read() as conn:
-            return await load_snapshot(conn, run_id, lock=False)
+        return await self.database.read(lambda conn: load_snapshot(conn, run_id, lock=False))
 
     async def snapshot_with_attempts(self, run_id: str) -> tuple[Snapshot, list[Attempt]]:
         """``snapshot`` and ``attempts`` as one consistent read, for chat to render.
@@ -103,10 +112,13 @@ class Store:
         The outbox renders a run for every batch of its messages; one read
         transaction instead of two halves what each rendering costs.
         """
-        async with self.database.read() as conn:
-            snapshot = await load_snapshot(conn, run_id, lock=False)
-            found = await conn.execute(_ATTEMPTS, {"run_id": run_id})
+
+        def work(conn: sa.Connection) -> tuple[Snapshot, list[Attempt]]:
+            snapshot = load_snapshot(conn, run_id, lock=False)
+            found = conn.execute(_ATTEMPTS, {"run_id": run_id})
             return snapshot, [rows.attempt_from(row) for row in found.mappings()]
+
+        return await self.database.read(work)
 
     async def list_runs(
         self,
@@ -127,9 +139,7 @@ class Store:
             query = query.where(runs.c.started_by == started_by)
         if since is not None:
             query = query.where(runs.c.created_at >= since)
-        async with self.database.read() as conn:
-            result = await conn.execute(query)
-            return [rows.run_from(row) for row in result.mappings()]
+        return await self.database.read(lambda conn: _all(conn, query, rows.run_from))
 
     async def find_run(self, prefix: str) -> Run:
         """The run whose id is ``prefix`` or, failing that, the one run whose id starts with it.
@@ -144,19 +154,21 @@ class Store:
                 f"type at least {MIN_PREFIX} characters of the run id (got {prefix!r})",
                 run_id=prefix,
             )
-        # substr, not LIKE: LIKE ignores case on SQLite but not on PostgreSQL, and
-        # would need its wildcards escaped. An exact id sorts before its extensions.
-        query = (
+        # Buttons and scripts give whole ids: the primary key answers those. For a
+        # prefix, substr, not LIKE: LIKE ignores case on SQLite but not on
+        # PostgreSQL, and would need its wildcards escaped.
+        exact = sa.select(runs).where(runs.c.id == prefix)
+        starting = (
             sa.select(runs)
             .where(sa.func.substr(runs.c.id, 1, len(prefix)) == prefix)
             .order_by(runs.c.id)
             .limit(6)
         )
-        async with self.database.read() as conn:
-            found = [rows.run_from(row) for row in (await conn.execute(query)).mappings()]
-        exact = [run for run in found if run.id == prefix]
-        if exact:
-            return exact[0]
+
+        def work(conn: sa.Connection) -> list[Run]:
+            return _all(conn, exact, rows.run_from) or _all(conn, starting, rows.run_from)
+
+        found = await self.database.read(work)
         if len(found) == 1:
             return found[0]
         if not found:
@@ -171,21 +183,18 @@ class Store:
 
     async def attempts(self, run_id: str) -> list[Attempt]:
         """Every attempt of every step of the run, in the order they started."""
-        async with self.database.read() as conn:
-            found = await conn.execute(_ATTEMPTS, {"run_id": run_id})
-            return [rows.attempt_from(row) for row in found.mappings()]
+        key = {"run_id": run_id}
+        return await self.database.read(lambda conn: _all(conn, _ATTEMPTS, rows.attempt_from, key))
 
     async def audit(self, run_id: str) -> list[AuditEntry]:
         """The run's audit chain in ``seq`` order (verify it with the hashes)."""
         query = sa.select(audit).where(audit.c.run_id == run_id).order_by(audit.c.seq)
-        async with self.database.read() as conn:
-            return [rows.audit_from(row) for row in (await conn.execute(query)).mappings()]
+        return await self.database.read(lambda conn: _all(conn, query, rows.audit_from))
 
     async def audited_run_ids(self) -> list[str]:
         """Ids of the runs that have audit entries, sorted (to verify every chain)."""
         query = sa.select(audit.c.run_id).distinct().order_by(audit.c.run_id)
-        async with self.database.read() as conn:
-            return list((await conn.execute(query)).scalars())
+        return await self.database.read(lambda conn: list(conn.execute(query).scalars()))
 
     async def due_timers(self, now: datetime, limit: int = 200) -> list[Timer]:
         """Timers due at or before ``now``, earliest first. Fire each with ``Tx.take_timer``."""
@@ -195,8 +204,7 @@ class Store:
             .order_by(timers.c.due_at, timers.c.run_id, timers.c.step_key)
             .limit(limit)
         )
-        async with self.database.read() as conn:
-            return [rows.timer_from(row) for row in (await conn.execute(query)).mappings()]
+        return await self.database.read(lambda conn: _all(conn, query, rows.timer_from))
 
     async def expired_leases(self, now: datetime, limit: int = 200) -> list[StepRun]:
         """Running steps whose lease ended before ``now``: their worker died or hung."""
@@ -206,8 +214,7 @@ class Store:
             .order_by(step_runs.c.lease_until)
             .limit(limit)
         )
-        async with self.database.read() as conn:
-            return [rows.step_from(row) for row in (await conn.execute(query)).mappings()]
+        return await self.database.read(lambda conn: _all(conn, query, rows.step_from))
 
     async def leased_on(self, host: str, limit: int = 10_000) -> list[StepRun]:
         """Running steps leased to a worker on ``host`` (owner ids start ``host:``).
@@ -225,8 +232,7 @@ class Store:
             .order_by(step_runs.c.lease_until)
             .limit(limit)
         )
-        async with self.database.read() as conn:
-            return [rows.step_from(row) for row in (await conn.execute(query)).mappings()]
+        return await self.database.read(lambda conn: _all(conn, query, rows.step_from))
 
     async def lease_owners_on(self, host: str) -> set[str]:
         """Workers on ``host`` holding a lease on a running step or an outbox row.
@@ -244,8 +250,7 @@ class Store:
                 outbox.c.lease_owner.startswith(prefix, autoescape=True)
             ),
         )
-        async with self.database.read() as conn:
-            return {owner for (owner,) in await conn.execute(held)}
+        return await self.database.read(lambda conn: {owner for (owner,) in conn.execute(held)})
 
     async def end_leases(self, owners: Collection[str], now: datetime) -> int:
         """End at ``now`` every lease ``owners`` hold; returns how many steps they held.
@@ -270,10 +275,13 @@ class Store:
             .where(outbox.c.lease_owner.in_(list(owners)))
             .values(lease_owner=None, lease_until=None)
         )
-        async with self.database.write() as conn:
-            ended = int((await conn.execute(steps)).rowcount)
-            await conn.execute(messages)
+
+        def work(conn: sa.Connection) -> int:
+            ended = int(conn.execute(steps).rowcount)
+            conn.execute(messages)
             return ended
+
+        return await self.database.write(work)
 
     async def renew_leases(
         self, owner: str, keys: Collection[tuple[str, str]], until: datetime
@@ -296,8 +304,9 @@ class Store:
             .values(lease_until=until)
             .returning(step_runs.c.run_id, step_runs.c.key)
         )
-        async with self.database.write() as conn:
-            return {(run_id, key) for run_id, key in await conn.execute(query)}
+        return await self.database.write(
+            lambda conn: {(run_id, key) for run_id, key in conn.execute(query)}
+        )
 
     async def runs_in_state(self, states: Collection[RunState], limit: int) -> list[str]:
         """Ids of runs in ``states``, least recently updated first (recovery walks these)."""
@@ -307,8 +316,7 @@ class Store:
             .order_by(runs.c.updated_at, runs.c.id)
             .limit(limit)
         )
-        async with self.database.read() as conn:
-            return list((await conn.execute(query)).scalars())
+        return await self.database.read(lambda conn: list(conn.execute(query).scalars()))
 
     async def pending_approvals(self, *, limit: int = 100) -> list[tuple[Run, StepRun, Approval]]:
         """Undecided approvals with their run and step, oldest request first."""
@@ -327,16 +335,42 @@ class Store:
             .order_by(approvals.c.requested_at, approvals.c.run_id, approvals.c.step_key)
             .limit(limit)
         )
-        async with self.database.read() as conn:
-            result = await conn.execute(query)
+
+        def work(conn: sa.Connection) -> list[tuple[Run, StepRun, Approval]]:
             return [
                 (
                     rows.run_from(rows.columns_of(row, runs)),
                     rows.step_from(rows.columns_of(row, step_runs)),
                     rows.approval_from(rows.columns_of(row, approvals)),
                 )
-                for row in result
+                for row in conn.execute(query)
             ]
+
+        return await self.database.read(work)
+
+    async def approval(self, run_id: str, step_key: str) -> tuple[StepRun, Approval] | None:
+        """The step and its approval request, or None if the step asks nobody.
+
+        A voter's groups are looked up before the vote's transaction, from the
+        level this reads; the transaction then decides on fresh rows.
+        """
+        query = sa.select(step_runs, approvals).join(
+            approvals,
+            sa.and_(
+                approvals.c.run_id == step_runs.c.run_id,
+                approvals.c.step_key == step_runs.c.key,
+            ),
+        )
+        query = query.where(step_runs.c.run_id == run_id, step_runs.c.key == step_key)
+
+        def work(conn: sa.Connection) -> tuple[StepRun, Approval] | None:
+            row = conn.execute(query).first()
+            if row is None:
+                return None
+            step = rows.step_from(rows.columns_of(row, step_runs))
+            return step, rows.approval_from(rows.columns_of(row, approvals))
+
+        return await self.database.read(work)
 
     async def waiting_children(self) -> list[tuple[str, str, str]]:
         """``(parent_run_id, step_key, child_run_id)`` where a finished child's parent still waits.
@@ -358,8 +392,9 @@ class Store:
             .where(step_runs.c.state == StepState.WAITING.value, child.c.state.in_(_FINISHED))
             .order_by(child.c.parent_run_id, child.c.parent_step_key, child.c.id)
         )
-        async with self.database.read() as conn:
-            return [(parent, key, child_id) for parent, key, child_id in await conn.execute(query)]
+        return await self.database.read(
+            lambda conn: [(parent, key, child) for parent, key, child in conn.execute(query)]
+        )
 
     async def claim_outbox(
         self,
@@ -377,20 +412,21 @@ class Store:
         before the lease ends, or another sender will claim it again. With
         ``family``, only rows of that run and its sub-runs are claimed.
         """
-        async with self.database.write() as conn:
-            return await outbox_queries.claim(
+        return await self.database.write(
+            lambda conn: outbox_queries.claim(
                 conn, owner, now, limit=limit, lease=lease, family=family
             )
+        )
 
     async def finish_outbox(self, ids: Collection[int]) -> None:
         """Delete delivered outbox rows (unknown ids are ignored)."""
-        async with self.database.write() as conn:
-            await outbox_queries.finish(conn, ids)
+        await self.database.write(lambda conn: outbox_queries.finish(conn, ids))
 
     async def defer_outbox(self, item_id: int, *, until: datetime, error: str) -> None:
         """Put a failed delivery back, due at ``until``: ``tries`` goes up, the error is kept."""
-        async with self.database.write() as conn:
-            await outbox_queries.defer(conn, item_id, until=until, error=error)
+        await self.database.write(
+            lambda conn: outbox_queries.defer(conn, item_id, until=until, error=error)
+        )
 
     async def set_chat_ref(self, run_id: str, name: str, value: Any) -> None:
         """Set ``runs.chat[name] = value``, keeping the other keys and the version.
@@ -400,16 +436,17 @@ class Store:
         its guard for no reason. ``Tx.write`` leaves ``chat`` alone unless the
         machine changed it, so the reference is not lost. Raises ``RunNotFound``.
         """
-        async with self.database.write() as conn:
-            current = (
-                await conn.execute(
-                    sa.select(runs.c.chat).where(runs.c.id == run_id).with_for_update()
-                )
+
+        def work(conn: sa.Connection) -> None:
+            current = conn.execute(
+                sa.select(runs.c.chat).where(runs.c.id == run_id).with_for_update()
             ).first()
             if current is None:
                 raise RunNotFound(f"no run {run_id}", run_id=run_id)
             chat = {**current.chat, name: value}
-            await conn.execute(sa.update(runs).where(runs.c.id == run_id).values(chat=chat))
+            conn.execute(sa.update(runs).where(runs.c.id == run_id).values(chat=chat))
+
+        await self.database.write(work)
 
     async def forget_deliveries(self, *, before: datetime) -> int:
         """Drop delivery ids claimed before ``before``; returns how many.
@@ -417,27 +454,22 @@ class Store:
         Slack re-sends and replays within minutes, so ids older than a day
         guard nothing and would only grow the table.
         """
-        async with self.database.write() as conn:
-            result = await conn.execute(
-                sa.delete(deliveries).where(deliveries.c.created_at < before)
-            )
-            return int(result.rowcount or 0)
+        query = sa.delete(deliveries).where(deliveries.c.created_at < before)
+        return await self.database.write(lambda conn: int(conn.execute(query).rowcount or 0))
 
     async def count_runs(self, *, states: Collection[RunState] | None = None) -> int:
         """How many runs there are (in ``states``, if given)."""
         query = sa.select(sa.func.count()).select_from(runs)
         if states is not None:
             query = query.where(runs.c.state.in_([RunState(s).value for s in states]))
-        async with self.database.read() as conn:
-            return int((await conn.execute(query)).scalar_one())
+        return await self.database.read(lambda conn: int(conn.execute(query).scalar_one()))
 
     async def count_steps(self, *, states: Collection[StepState] | None = None) -> int:
         """How many step rows there are (in ``states``, if given), across all runs."""
         query = sa.select(sa.func.count()).select_from(step_runs)
         if states is not None:
             query = query.where(step_runs.c.state.in_([StepState(s).value for s in states]))
-        async with self.database.read() as conn:
-            return int((await conn.execute(query)).scalar_one())
+        return await self.database.read(lambda conn: int(conn.execute(query).scalar_one()))
 
     async def count_outbox(self, *, family: str | None = None) -> int:
         """How many chat effects are not delivered yet, due or deferred (of ``family``)."""
@@ -445,5 +477,14 @@ class Store:
         if family is not None:
             children = sa.select(runs.c.id).where(runs.c.parent_run_id == family)
             query = query.where(sa.or_(outbox.c.run_id == family, outbox.c.run_id.in_(children)))
-        async with self.database.read() as conn:
-            return int((await conn.execute(query)).scalar_one())
+        return await self.database.read(lambda conn: int(conn.execute(query).scalar_one()))
+
+
+def _all(
+    conn: sa.Connection,
+    query: sa.Executable,
+    record: Callable[[Any], T],
+    params: dict[str, Any] | None = None,
+) -> list[T]:
+    """Every row of ``query`` as a record."""
+    return [record(row) for row in conn.execute(query, params).mappings()]

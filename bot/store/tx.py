@@ -14,13 +14,14 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot.engine.events import Transition
+from bot.engine.move import applied
 from bot.engine.records import Run, Snapshot
 from bot.engine.states import TimerPurpose
 from bot.errors import OperationRefused, RunNotFound
 from bot.store import rows
+from bot.store.snapshots import SnapshotCache
 from bot.store.tables import (
     approvals,
     attempts,
@@ -35,7 +36,7 @@ from bot.store.tables import (
 )
 
 
-def dialect_insert(conn: AsyncConnection, table: sa.Table) -> sqlite.Insert | postgresql.Insert:
+def dialect_insert(conn: sa.Connection, table: sa.Table) -> sqlite.Insert | postgresql.Insert:
     """An INSERT that knows ``ON CONFLICT`` for the connection's dialect."""
     if conn.dialect.name == "postgresql":
         return postgresql.insert(table)
@@ -51,8 +52,8 @@ built once per process and reused by every transition.
 """
 
 
-async def upsert(
-    conn: AsyncConnection,
+def upsert(
+    conn: sa.Connection,
     table: sa.Table,
     values: Sequence[dict[str, Any]],
     *,
@@ -78,12 +79,13 @@ async def upsert(
                 if name not in keys and name not in keep
             },
         )
-    await conn.execute(statement, list(values))
+    conn.execute(statement, list(values))
 
 
 _RUN_ID = sa.bindparam("run_id", type_=sa.String)
 _RUN = sa.select(runs).where(runs.c.id == _RUN_ID)
 _RUN_LOCKED = _RUN.with_for_update()
+_VERSION_LOCKED = sa.select(runs.c.version).where(runs.c.id == _RUN_ID).with_for_update()
 _STEPS = sa.select(step_runs).where(step_runs.c.run_id == _RUN_ID).order_by(step_runs.c.key)
 _APPROVALS = sa.select(approvals).where(approvals.c.run_id == _RUN_ID)
 _VOTES = (
@@ -100,16 +102,16 @@ _UPDATE_RUN = sa.update(runs).where(
 """The versioned run update; its ``SET`` holds the columns of the parameters given."""
 
 
-async def load_snapshot(conn: AsyncConnection, run_id: str, *, lock: bool) -> Snapshot:
+def load_snapshot(conn: sa.Connection, run_id: str, *, lock: bool) -> Snapshot:
     """Read one run and every row the machine needs; ``lock`` takes the run row's lock."""
     key = {"run_id": run_id}
-    row = (await conn.execute(_RUN_LOCKED if lock else _RUN, key)).mappings().first()
+    row = (conn.execute(_RUN_LOCKED if lock else _RUN, key)).mappings().first()
     if row is None:
         raise RunNotFound(f"no run {run_id}", run_id=run_id)
-    steps = await conn.execute(_STEPS, key)
-    asked = await conn.execute(_APPROVALS, key)
-    ballots = await conn.execute(_VOTES, key)
-    alarms = await conn.execute(_TIMERS, key)
+    steps = conn.execute(_STEPS, key)
+    asked = conn.execute(_APPROVALS, key)
+    ballots = conn.execute(_VOTES, key)
+    alarms = conn.execute(_TIMERS, key)
     return Snapshot(
         run=rows.run_from(row),
         steps={step.key: step for step in map(rows.step_from, steps.mappings())},
@@ -125,29 +127,43 @@ class Tx:
     Everything done through one ``Tx`` commits or rolls back together. On
     PostgreSQL the run rows it ``load``s stay locked until then; on SQLite the
     whole database is (``BEGIN IMMEDIATE``), so keep transactions short and
-    never await the network inside one.
+    never the network inside one.
     """
 
-    def __init__(self, *, conn: AsyncConnection) -> None:
+    def __init__(self, *, conn: sa.Connection, snapshots: SnapshotCache | None = None) -> None:
         self.conn = conn
+        self._snapshots = snapshots
+        self.seen: dict[str, Snapshot] = {}
+        """The newest snapshot of each run this transaction loaded or wrote, to remember
+        once it commits (never before: a rolled-back write must not be trusted)."""
 
-    async def insert_run(self, run: Run) -> None:
+    def insert_run(self, run: Run) -> None:
         """Insert a new run row (no steps yet: ``StartRun`` creates them).
 
         A run id that exists already is an ``IntegrityError``: ids are random,
         so that means a bug, not a race to hide.
         """
-        await self.conn.execute(sa.insert(runs), [rows.to_row(run)])
+        self.conn.execute(sa.insert(runs), [rows.to_row(run)])
 
-    async def load(self, run_id: str) -> Snapshot:
+    def load(self, run_id: str, *, fresh: bool = False) -> Snapshot:
         """The run and its steps, approvals, votes and timers, with the run row locked.
 
         Every writer of a run's rows loads it first, so writers of one run
-        queue here (``FOR UPDATE`` on PostgreSQL). Raises ``RunNotFound``.
+        queue here (``FOR UPDATE`` on PostgreSQL). A snapshot this process
+        committed is reused while the run's version has not moved; ``fresh``
+        reads everything, for events that judge leases or timers, which change
+        without a new version. Raises ``RunNotFound``.
         """
-        return await load_snapshot(self.conn, run_id, lock=True)
+        cached = None if fresh or self._snapshots is None else self._snapshots.get(run_id)
+        if cached is not None:
+            version = self.conn.execute(_VERSION_LOCKED, {"run_id": run_id}).scalar()
+            if version == cached.run.version:
+                return cached
+        snapshot = load_snapshot(self.conn, run_id, lock=True)
+        self.seen[run_id] = snapshot
+        return snapshot
 
-    async def write(self, before: Snapshot, transition: Transition) -> list[int]:
+    def write(self, before: Snapshot, transition: Transition) -> list[int]:
         """Write what ``transition`` changed; return the ids of the outbox rows it added.
 
         Invariants:
@@ -182,36 +198,41 @@ class Tx:
         # transition would cost more than the rest of the update.
         old = rows.to_row(before.run)
         values = {name: value for name, value in rows.to_row(run).items() if value != old[name]}
-        result = await self.conn.execute(
+        result = self.conn.execute(
             _UPDATE_RUN, {**values, "guard_id": run.id, "guard_version": before.run.version}
         )
         if result.rowcount != 1:
             raise OperationRefused("the run changed underneath; try again", run_id=run.id)
         if transition.new_runs:
-            await self.conn.execute(sa.insert(runs), [rows.to_row(r) for r in transition.new_runs])
-        await upsert(self.conn, step_runs, [rows.to_row(step) for step in transition.steps])
-        await upsert(
+            self.conn.execute(sa.insert(runs), [rows.to_row(r) for r in transition.new_runs])
+        upsert(self.conn, step_runs, [rows.to_row(step) for step in transition.steps])
+        upsert(
             self.conn,
             attempts,
             [rows.to_row(a) for a in transition.attempts],
             keep=("started_at",),
         )
-        await upsert(self.conn, approvals, [rows.to_row(a) for a in transition.approvals])
-        await upsert(self.conn, votes, [rows.to_row(vote) for vote in transition.votes])
-        await self._clear_timers(run.id, transition.timers_cleared)
-        await upsert(self.conn, timers, [rows.to_row(timer) for timer in transition.timers_set])
+        upsert(self.conn, approvals, [rows.to_row(a) for a in transition.approvals])
+        upsert(self.conn, votes, [rows.to_row(vote) for vote in transition.votes])
+        self._clear_timers(run.id, transition.timers_cleared)
+        upsert(self.conn, timers, [rows.to_row(timer) for timer in transition.timers_set])
         if transition.audit:
-            await self.conn.execute(
-                sa.insert(audit), [rows.to_row(entry) for entry in transition.audit]
-            )
-        return await self._add_outbox(transition, run.updated_at)
+            self.conn.execute(sa.insert(audit), [rows.to_row(entry) for entry in transition.audit])
+        self.seen[run.id] = applied(before, transition)
+        return self._add_outbox(transition, run.updated_at)
 
-    async def _clear_timers(self, run_id: str, cleared: Iterable[tuple[str, TimerPurpose]]) -> None:
+    def remember(self) -> None:
+        """Called once the transaction committed: keep what it saw for the next event."""
+        if self._snapshots is not None:
+            for snapshot in self.seen.values():
+                self._snapshots.remember(snapshot)
+
+    def _clear_timers(self, run_id: str, cleared: Iterable[tuple[str, TimerPurpose]]) -> None:
         params = [
             {"r": run_id, "k": key, "p": TimerPurpose(purpose).value} for key, purpose in cleared
         ]
         if params:
-            await self.conn.execute(
+            self.conn.execute(
                 sa.delete(timers).where(
                     timers.c.run_id == sa.bindparam("r"),
                     timers.c.step_key == sa.bindparam("k"),
@@ -220,7 +241,7 @@ class Tx:
                 params,
             )
 
-    async def _add_outbox(self, transition: Transition, now: datetime) -> list[int]:
+    def _add_outbox(self, transition: Transition, now: datetime) -> list[int]:
         if not transition.chat:
             return []
         params = [
@@ -235,18 +256,18 @@ class Tx:
             }
             for effect in transition.chat
         ]
-        result = await self.conn.execute(
+        result = self.conn.execute(
             sa.insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True), params
         )
         return list(result.scalars())
 
-    async def take_timer(self, run_id: str, key: str, purpose: TimerPurpose) -> bool:
+    def take_timer(self, run_id: str, key: str, purpose: TimerPurpose) -> bool:
         """Delete the timer; True only for the one caller whose DELETE removed it.
 
         This is what makes a timer fire once: however many schedulers see it
         due, one transaction wins the row and the others get False and stop.
         """
-        result = await self.conn.execute(
+        result = self.conn.execute(
             sa.delete(timers).where(
                 timers.c.run_id == run_id,
                 timers.c.step_key == key,
@@ -255,7 +276,7 @@ class Tx:
         )
         return result.rowcount == 1
 
-    async def claim_delivery(self, source: str, key: str, now: datetime) -> bool:
+    def claim_delivery(self, source: str, key: str, now: datetime) -> bool:
         """Record that ``(source, key)`` arrived; False if it had already (drop the duplicate).
 
         Uses ``ON CONFLICT DO NOTHING``, so a duplicate does not abort the
@@ -263,19 +284,17 @@ class Tx:
         commit and then gets False.
         """
         statement = dialect_insert(self.conn, deliveries).on_conflict_do_nothing()
-        result = await self.conn.execute(
-            statement, {"source": source, "key": key, "created_at": now}
-        )
+        result = self.conn.execute(statement, {"source": source, "key": key, "created_at": now})
         return result.rowcount == 1
 
-    async def claim_schedule_fire(self, flow: str, fire_time: datetime, run_id: str) -> bool:
+    def claim_schedule_fire(self, flow: str, fire_time: datetime, run_id: str) -> bool:
         """Record that ``flow``'s schedule fired at ``fire_time`` as ``run_id``.
 
         False if that fire was already claimed (another replica, or a catch-up
         after a restart): the caller must not start the run.
         """
         statement = dialect_insert(self.conn, schedule_fires).on_conflict_do_nothing()
-        result = await self.conn.execute(
+        result = self.conn.execute(
             statement,
             {
                 "flow": flow,

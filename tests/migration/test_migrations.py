@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from sqlalchemy.engine import Connection
 from bot.store import Database, current_revision, migrate, open_database
 from bot.store.migrate import MIGRATION_LOCK, alembic_config
 from bot.store.tables import metadata
+from tests.conftest import elsewhere
 
 
 def _diff(connection: Connection) -> list[Any]:
@@ -26,36 +28,39 @@ def _head() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
+def _names(connection: Connection) -> list[str]:
+    return sa.inspect(connection).get_table_names()
+
+
 async def _tables(database: Database) -> set[str]:
-    async with database.read() as conn:
-        names = await conn.run_sync(lambda sync: sa.inspect(sync).get_table_names())
-    return set(names)
+    return set(await database.read(_names))
 
 
 async def test_migrated_schema_matches_tables(database: Database) -> None:
     assert await current_revision(database) is None
     await migrate(database)
     assert await current_revision(database) == _head()
-    async with database.read() as conn:
-        assert await conn.run_sync(_diff) == []
+    assert await database.read(_diff) == []
     assert await _tables(database) == set(metadata.tables) | {"alembic_version"}
 
 
 async def test_migrating_twice_is_a_no_op(database: Database) -> None:
     await migrate(database)
-    async with database.read() as conn:
-        before = await conn.run_sync(lambda sync: sa.inspect(sync).get_table_names())
+    before = await database.read(_names)
     await migrate(database)
     assert await current_revision(database) == _head()
-    async with database.read() as conn:
-        assert await conn.run_sync(_diff) == []
-        after = await conn.run_sync(lambda sync: sa.inspect(sync).get_table_names())
+
+    def work(sync: Connection) -> tuple[list[Any], list[str]]:
+        return _diff(sync), _names(sync)
+
+    diff, after = await database.read(work)
+    assert diff == []
     assert after == before
 
 
 async def test_concurrent_migrations_run_once(database: Database) -> None:
     # Two replicas starting together: separate engines, as separate processes would have.
-    url = database.engine.url.render_as_string(hide_password=False)
+    url = database.url.render_as_string(hide_password=False)
     other = open_database(url)
     try:
         async with asyncio.timeout(30):
@@ -63,32 +68,42 @@ async def test_concurrent_migrations_run_once(database: Database) -> None:
     finally:
         await other.close()
     assert await current_revision(database) == _head()
-    async with database.read() as conn:
-        assert await conn.run_sync(_diff) == []
+    assert await database.read(_diff) == []
 
 
 async def test_the_diff_notices_a_schema_that_drifted(database: Database) -> None:
     await migrate(database)
-    async with database.write() as conn:
-        await conn.execute(sa.text("DROP INDEX ix_timers_due_at"))
-    async with database.read() as conn:
-        diff = await conn.run_sync(_diff)
+    await database.write(lambda sync: sync.execute(sa.text("DROP INDEX ix_timers_due_at")))
+    diff = await database.read(_diff)
     assert [change[0] for change in diff] == ["add_index"]
 
 
 @pytest.mark.postgres
 async def test_migrate_waits_for_the_advisory_lock(pg_url: str) -> None:
     database = open_database(pg_url)
-    holder = open_database(pg_url)
+    holding = threading.Event()
+    release = threading.Event()
+
+    def hold(conn: Connection) -> None:
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK)))
+        holding.set()
+        assert release.wait(timeout=20), "never released"
+
+    async def holder(other: Database) -> None:
+        await other.write(hold)
+
     try:
-        async with holder.write() as conn:
-            await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK)))
+        async with asyncio.timeout(30):
+            # The holder is another replica: its work blocks its own loop, not this one.
+            held = asyncio.create_task(elsewhere(pg_url, holder))
+            assert await asyncio.to_thread(holding.wait, 20)
             waiting = asyncio.create_task(migrate(database))
             await asyncio.sleep(0.5)
             assert not waiting.done()
-        async with asyncio.timeout(30):
+            release.set()
+            await held
             await waiting
         assert await current_revision(database) == _head()
     finally:
-        await holder.close()
+        release.set()
         await database.close()

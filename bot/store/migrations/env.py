@@ -1,4 +1,4 @@
-"""Alembic environment: online only, on the async engine through ``run_sync``.
+"""Alembic environment: online only, in a transaction of ``bot.store.db.Database``.
 
 ``bot.store.migrate`` hands in a connection that is already inside a locked
 transaction (``config.attributes["connection"]``). Without one (the ``alembic``
@@ -41,8 +41,7 @@ def _run(connection: Connection) -> None:
 async def _run_from_url(url: str) -> None:
     database = open_database(url)
     try:
-        async with database.write() as connection:
-            await connection.run_sync(_run)
+        await database.write(_run)
     finally:
         await database.close()
 

@@ -21,8 +21,9 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         await Store(database=database).migrate()
         if database.dialect == "postgresql":
             names = ", ".join(table.name for table in metadata.sorted_tables)
-            async with database.write() as conn:
-                await conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+            await database.write(
+                lambda conn: conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+            )
     finally:
         await database.close()
     return url

@@ -78,13 +78,14 @@ async def demo() -> AsyncIterator[DemoServices]:
 
 
 async def fires(one: Replica) -> list[tuple[datetime, str]]:
-    async with one.store.database.read() as conn:
-        rows = await conn.execute(
-            sa.select(schedule_fires.c.fire_time, schedule_fires.c.run_id).order_by(
-                schedule_fires.c.fire_time
-            )
-        )
-        return [(fire_time, run_id) for fire_time, run_id in rows]
+    query = sa.select(schedule_fires.c.fire_time, schedule_fires.c.run_id).order_by(
+        schedule_fires.c.fire_time
+    )
+
+    def work(conn: sa.Connection) -> list[tuple[datetime, str]]:
+        return [(fire_time, run_id) for fire_time, run_id in conn.execute(query)]
+
+    return await one.store.database.read(work)
 
 
 async def work_for(seconds: float, *replicas: Replica, schedulers: list[Scheduler]) -> None:

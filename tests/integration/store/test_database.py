@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from bot.errors import ConfigError
 from bot.store import Database, open_database
@@ -18,15 +19,16 @@ from bot.store.db import normalise_url
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
-        ("sqlite:///relay.db", "sqlite+aiosqlite:///relay.db"),
-        ("sqlite:////var/lib/relay.db", "sqlite+aiosqlite:////var/lib/relay.db"),
-        ("sqlite+aiosqlite:///x.db", "sqlite+aiosqlite:///x.db"),
+        ("sqlite:///relay.db", "sqlite+pysqlite:///relay.db"),
+        ("sqlite:////var/lib/relay.db", "sqlite+pysqlite:////var/lib/relay.db"),
+        ("sqlite+pysqlite:///x.db", "sqlite+pysqlite:///x.db"),
+        ("sqlite+aiosqlite:///x.db", "sqlite+pysqlite:///x.db"),
         ("postgresql://u:p@db:5432/relay", "postgresql+asyncpg://u:p@db:5432/relay"),
         ("postgres://u@db/relay", "postgresql+asyncpg://u@db/relay"),
         ("postgresql+asyncpg://u@db/relay", "postgresql+asyncpg://u@db/relay"),
     ],
 )
-def test_urls_get_their_async_driver(url: str, expected: str) -> None:
+def test_urls_get_the_driver_relay_uses(url: str, expected: str) -> None:
     assert normalise_url(url).render_as_string(hide_password=False) == expected
 
 
@@ -44,69 +46,108 @@ def test_unknown_synchronous_level_is_a_config_error(tmp_path: Path) -> None:
         open_database(f"sqlite:///{tmp_path / 'r.db'}", synchronous="OFF")
 
 
-async def pragmas(conn: AsyncConnection) -> dict[str, Any]:
+def pragmas(conn: sa.Connection) -> dict[str, Any]:
     names = ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")
-    return {name: (await conn.exec_driver_sql(f"PRAGMA {name}")).scalar() for name in names}
+    return {name: conn.exec_driver_sql(f"PRAGMA {name}").scalar() for name in names}
 
 
 @pytest.mark.parametrize(("level", "number"), [("NORMAL", 1), ("full", 2), ("EXTRA", 3)])
 async def test_sqlite_pragmas_are_in_force(tmp_path: Path, level: str, number: int) -> None:
     database = open_database(f"sqlite:///{tmp_path / 'r.db'}", synchronous=level)
     try:
+        assert isinstance(database.engine, sa.Engine)
+        assert database.url.drivername == "sqlite+pysqlite"
         expected = {"journal_mode": "wal", "synchronous": number, "foreign_keys": 1}
         expected["busy_timeout"] = 5000
-        async with database.write() as conn:
-            assert await pragmas(conn) == expected
-        async with database.read() as conn:
-            assert await pragmas(conn) == expected
+        assert await database.write(pragmas) == expected
+        assert await database.read(pragmas) == expected
         await database.check()
     finally:
         await database.close()
 
 
+def numbers(conn: sa.Connection) -> list[int]:
+    return list(conn.exec_driver_sql("SELECT n FROM t ORDER BY rowid").scalars())
+
+
+def held(writing: threading.Event, release: threading.Event) -> Callable[[sa.Connection], None]:
+    """A writer that has only read when it signals ``writing``, then writes 1 once released."""
+
+    def work(conn: sa.Connection) -> None:
+        # Only a read so far: a deferred BEGIN would not hold the write lock yet.
+        conn.exec_driver_sql("SELECT count(*) FROM t")
+        writing.set()
+        assert release.wait(timeout=20), "never released"
+        conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+
+    return work
+
+
 async def test_sqlite_writes_take_the_lock_at_begin_and_reads_do_not(tmp_path: Path) -> None:
     database = open_database(f"sqlite:///{tmp_path / 'r.db'}")
+    writing = threading.Event()
+    release = threading.Event()
     try:
-        async with database.write() as conn:
-            await conn.exec_driver_sql("CREATE TABLE t (n INTEGER)")
-        writing = asyncio.Event()
-        release = asyncio.Event()
-
-        async def first() -> None:
-            async with database.write() as conn:
-                # Only a read so far: a deferred BEGIN would not hold the write lock yet.
-                await conn.exec_driver_sql("SELECT count(*) FROM t")
-                writing.set()
-                await release.wait()
-                await conn.exec_driver_sql("INSERT INTO t VALUES (1)")
-
-        async def second() -> None:
-            async with database.write() as conn:
-                await conn.exec_driver_sql("INSERT INTO t VALUES (2)")
-
+        await database.write(lambda conn: conn.exec_driver_sql("CREATE TABLE t (n INTEGER)"))
         async with asyncio.timeout(30):
-            one = asyncio.create_task(first())
-            await writing.wait()
-            two = asyncio.create_task(second())
-            async with database.read() as conn:
-                count = await conn.scalar(sa.text("SELECT count(*) FROM t"))
+            one = asyncio.create_task(database.write(held(writing, release)))
+            assert await asyncio.to_thread(writing.wait, 20)
+            two = asyncio.create_task(
+                database.write(lambda conn: conn.exec_driver_sql("INSERT INTO t VALUES (2)"))
+            )
+            count = await database.read(lambda conn: conn.scalar(sa.text("SELECT count(*) FROM t")))
             assert count == 0, "WAL: reads go on beside a writer"
             await asyncio.sleep(0.3)
-            assert not two.done(), "the second writer waits at BEGIN IMMEDIATE"
+            assert not two.done(), "the second writer waits for the first"
             release.set()
             await asyncio.gather(one, two)
-        async with database.read() as conn:
-            rows = (await conn.exec_driver_sql("SELECT n FROM t ORDER BY rowid")).scalars()
-            assert list(rows) == [1, 2]
+        assert await database.read(numbers) == [1, 2]
     finally:
+        release.set()
+        await database.close()
+
+
+async def test_sqlite_writers_of_another_database_wait_at_begin_immediate(tmp_path: Path) -> None:
+    # Another process has a writer thread of its own: only SQLite's lock keeps it out.
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    database = open_database(url)
+    other = open_database(url)
+    writing = threading.Event()
+    release = threading.Event()
+    begun = threading.Event()
+
+    def second(conn: sa.Connection) -> None:
+        begun.set()
+        conn.exec_driver_sql("INSERT INTO t VALUES (2)")
+
+    try:
+        await database.write(lambda conn: conn.exec_driver_sql("CREATE TABLE t (n INTEGER)"))
+        async with asyncio.timeout(30):
+            one = asyncio.create_task(database.write(held(writing, release)))
+            assert await asyncio.to_thread(writing.wait, 20)
+            two = asyncio.create_task(other.write(second))
+            count = await other.read(lambda conn: conn.scalar(sa.text("SELECT count(*) FROM t")))
+            assert count == 0, "WAL: reads go on beside a writer"
+            await asyncio.sleep(0.3)  # well inside the busy timeout
+            assert not begun.is_set(), "the other writer waits at BEGIN IMMEDIATE"
+            assert not two.done()
+            release.set()
+            await asyncio.gather(one, two)
+        assert begun.is_set()
+        assert await other.read(numbers) == [1, 2]
+    finally:
+        release.set()
+        await other.close()
         await database.close()
 
 
 async def unchecked(path: Path, *pragmas: str) -> Database:
     """An engine built without the factory, so ``check()`` has something to refuse."""
-    engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+    engine = sa.create_engine(
+        f"sqlite+pysqlite:///{path}", connect_args={"check_same_thread": False}
+    )
 
-    @sa.event.listens_for(engine.sync_engine, "connect")
+    @sa.event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         for pragma in pragmas:
@@ -143,8 +184,7 @@ async def test_check_on_postgres(pg_url: str) -> None:
     try:
         await database.check()
         assert database.dialect == "postgresql"
-        async with database.read() as conn:
-            level = await conn.scalar(sa.text("SHOW transaction_isolation"))
+        level = await database.read(lambda conn: conn.scalar(sa.text("SHOW transaction_isolation")))
         assert level == "read committed"
     finally:
         await database.close()

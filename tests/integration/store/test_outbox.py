@@ -8,7 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from bot.store import OutboxItem, Store
+from bot.store import OutboxItem, Store, Tx
 from tests.integration.store.builders import (
     at,
     effect,
@@ -24,14 +24,16 @@ LEASE = timedelta(seconds=30)
 
 async def queue(store: Store, count: int, *, now: float = 10) -> tuple[str, list[int]]:
     run = make_run()
-    async with store.transaction() as tx:
-        await tx.insert_run(run)
-        before = await tx.load(run.id)
-        effects = tuple(
-            effect(run.id, "alert", step_key=f"s{n}", payload={"n": n}) for n in range(count)
-        )
-        ids = await tx.write(before, next_transition(before, now=now, chat=effects))
-    return run.id, ids
+    effects = tuple(
+        effect(run.id, "alert", step_key=f"s{n}", payload={"n": n}) for n in range(count)
+    )
+
+    def work(tx: Tx) -> list[int]:
+        tx.insert_run(run)
+        before = tx.load(run.id)
+        return tx.write(before, next_transition(before, now=now, chat=effects))
+
+    return run.id, await store.transaction(work)
 
 
 async def test_claim_returns_due_items_with_their_payload(store: Store) -> None:
@@ -70,8 +72,9 @@ async def test_defer_counts_the_failure_and_delays_the_item(store: Store) -> Non
     assert await store.claim_outbox("w1", at(99), lease=LEASE) == []
     (item,) = await store.claim_outbox("w1", at(100), lease=LEASE)
     assert item.tries == 1
-    async with store.database.read() as conn:
-        error = await conn.scalar(sa.text("SELECT last_error FROM outbox"))
+    error = await store.database.read(
+        lambda conn: conn.scalar(sa.text("SELECT last_error FROM outbox"))
+    )
     assert error == "slack said ratelimited"
 
 
@@ -106,16 +109,17 @@ async def test_concurrent_claimers_never_share_an_item(store: Store) -> None:
 
 async def test_a_typical_transition_is_five_statements(store: Store) -> None:
     run = make_run()
-    async with store.transaction() as tx:
-        await tx.insert_run(run)
+    await store.transaction(lambda tx: tx.insert_run(run))
     statements: list[str] = []
 
     def count(*args: Any) -> None:
         statements.append(args[2].split()[0].upper())
 
-    engine = store.database.engine.sync_engine
-    async with store.transaction() as tx:
-        before = await tx.load(run.id)
+    engine = store.database.engine
+    sync_engine = engine if isinstance(engine, sa.Engine) else engine.sync_engine
+
+    def work(tx: Tx) -> None:
+        before = tx.load(run.id)
         transition = next_transition(
             before,
             steps=(make_step(run.id),),
@@ -123,9 +127,11 @@ async def test_a_typical_transition_is_five_statements(store: Store) -> None:
             audit=(make_audit(run.id, 1),),
             chat=(effect(run.id),),
         )
-        sa.event.listen(engine, "before_cursor_execute", count)
+        sa.event.listen(sync_engine, "before_cursor_execute", count)
         try:
-            await tx.write(before, transition)
+            tx.write(before, transition)
         finally:
-            sa.event.remove(engine, "before_cursor_execute", count)
+            sa.event.remove(sync_engine, "before_cursor_execute", count)
+
+    await store.transaction(work)
     assert statements == ["UPDATE", "INSERT", "INSERT", "INSERT", "INSERT"]

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from bot.engine import records
 from bot.engine.states import RunState, StepState, TimerPurpose
 from bot.errors import RunNotFound
-from bot.store import Store, tables
+from bot.store import Store, Tx, tables
 from tests.integration.store.builders import (
     at,
     effect,
@@ -29,14 +29,17 @@ from tests.integration.store.builders import (
 
 async def add(store: Store, run: records.Run, **transition: Any) -> records.Run:
     """Insert ``run`` and, if given, write one transition's rows for it."""
-    async with store.transaction() as tx:
-        await tx.insert_run(run)
+
+    def work(tx: Tx) -> records.Run:
+        tx.insert_run(run)
         if transition:
-            before = await tx.load(run.id)
+            before = tx.load(run.id)
             change = next_transition(before, **transition)
-            await tx.write(before, change)
+            tx.write(before, change)
             return change.run
-    return run
+        return run
+
+    return await store.transaction(work)
 
 
 def test_every_record_field_has_a_column() -> None:
@@ -212,12 +215,12 @@ async def test_set_chat_ref_merges_without_a_version_bump(store: Store) -> None:
         "ts": "1700000000.000100",
         "thread": {"ts": "1.1", "n": 2},
     }
-    async with store.transaction() as tx:
-        await tx.write(stale, next_transition(stale, run_fields={"state": RunState.WAITING}))
+    waiting = next_transition(stale, run_fields={"state": RunState.WAITING})
+    await store.transaction(lambda tx: tx.write(stale, waiting))
     assert (await store.get_run(run.id)).chat == after.chat, "a transition keeps chat refs"
     current = await store.snapshot(run.id)
-    async with store.transaction() as tx:
-        await tx.write(current, next_transition(current, run_fields={"chat": {"reset": True}}))
+    reset = next_transition(current, run_fields={"chat": {"reset": True}})
+    await store.transaction(lambda tx: tx.write(current, reset))
     assert (await store.get_run(run.id)).chat == {"reset": True}
     with pytest.raises(RunNotFound):
         await store.set_chat_ref("nope", "ts", "1")
@@ -256,32 +259,41 @@ async def test_deleting_a_run_cascades_to_its_rows(store: Store) -> None:
         audit=(make_audit(run.id, 1),),
         chat=(effect(run.id),),
     )
-    async with store.database.write() as conn:
-        await conn.execute(sa.delete(tables.runs).where(tables.runs.c.id == run.id))
-    async with store.database.read() as conn:
-        for table in tables.metadata.sorted_tables:
-            if "run_id" in table.c and table is not tables.schedule_fires:
-                count = await conn.scalar(sa.select(sa.func.count()).select_from(table))
-                assert count == 0, table.name
+    delete = sa.delete(tables.runs).where(tables.runs.c.id == run.id)
+    await store.database.write(lambda conn: conn.execute(delete))
+
+    def counts(conn: sa.Connection) -> dict[str, Any]:
+        return {
+            table.name: conn.scalar(sa.select(sa.func.count()).select_from(table))
+            for table in tables.metadata.sorted_tables
+            if "run_id" in table.c and table is not tables.schedule_fires
+        }
+
+    left = await store.database.read(counts)
+    assert left, "some tables hold run rows"
+    for name, count in left.items():
+        assert count == 0, name
 
 
 async def test_foreign_keys_are_enforced(store: Store) -> None:
+    orphan = {"run_id": "nope", "step_key": "a", "purpose": "wait", "due_at": at(1)}
     with pytest.raises(sa.exc.IntegrityError):
-        async with store.database.write() as conn:
-            await conn.execute(
-                sa.insert(tables.timers),
-                {"run_id": "nope", "step_key": "a", "purpose": "wait", "due_at": at(1)},
-            )
+        await store.database.write(lambda conn: conn.execute(sa.insert(tables.timers), orphan))
 
 
 async def test_old_delivery_ids_are_forgotten_and_recent_ones_kept(store: Store) -> None:
-    async with store.transaction() as tx:
-        assert await tx.claim_delivery("command", "old", at(0))
-        assert await tx.claim_delivery("command", "new", at(100))
+    def claim(tx: Tx) -> None:
+        assert tx.claim_delivery("command", "old", at(0))
+        assert tx.claim_delivery("command", "new", at(100))
+
+    await store.transaction(claim)
     assert await store.forget_deliveries(before=at(50)) == 1
-    async with store.transaction() as tx:
-        assert await tx.claim_delivery("command", "old", at(200)), "forgotten: claimable again"
-        assert not await tx.claim_delivery("command", "new", at(200)), "still remembered"
+
+    def again(tx: Tx) -> None:
+        assert tx.claim_delivery("command", "old", at(200)), "forgotten: claimable again"
+        assert not tx.claim_delivery("command", "new", at(200)), "still remembered"
+
+    await store.transaction(again)
 
 
 async def test_the_outbox_can_be_claimed_for_one_run_and_its_sub_runs(store: Store) -> None:

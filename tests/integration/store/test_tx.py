@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from dataclasses import replace
 from datetime import UTC, timedelta, timezone
 from typing import Any
@@ -13,7 +14,8 @@ import sqlalchemy as sa
 from bot.engine.records import Snapshot
 from bot.engine.states import Decision, RunState, StepState, TimerPurpose
 from bot.errors import OperationRefused, RunNotFound
-from bot.store import Store, open_database
+from bot.store import Database, Store, Tx, open_database
+from tests.conftest import elsewhere
 from tests.integration.store.builders import (
     T0,
     at,
@@ -31,8 +33,7 @@ from tests.integration.store.builders import (
 
 async def started(store: Store, **fields: Any) -> Snapshot:
     run = make_run(**fields)
-    async with store.transaction() as tx:
-        await tx.insert_run(run)
+    await store.transaction(lambda tx: tx.insert_run(run))
     return await store.snapshot(run.id)
 
 
@@ -51,8 +52,7 @@ async def test_insert_and_get_run_round_trip(store: Store) -> None:
         audit_head="f" * 64,
         chat={"channel": "C1", "ts": "1.2"},
     )
-    async with store.transaction() as tx:
-        await tx.insert_run(run)
+    await store.transaction(lambda tx: tx.insert_run(run))
     back = await store.get_run(run.id)
     assert back == run
     assert isinstance(back.state, RunState)
@@ -63,8 +63,7 @@ async def test_insert_and_get_run_round_trip(store: Store) -> None:
 async def test_datetimes_come_back_as_the_same_instant_in_utc(store: Store) -> None:
     east = timezone(timedelta(hours=5, minutes=30))
     run = make_run(created_at=T0.astimezone(east), updated_at=T0.astimezone(east))
-    async with store.transaction() as tx:
-        await tx.insert_run(run)
+    await store.transaction(lambda tx: tx.insert_run(run))
     back = await store.get_run(run.id)
     assert back.created_at == T0
     assert back.created_at.tzinfo == UTC
@@ -73,8 +72,7 @@ async def test_datetimes_come_back_as_the_same_instant_in_utc(store: Store) -> N
 async def test_naive_datetimes_are_refused(store: Store) -> None:
     run = make_run(created_at=T0.replace(tzinfo=None))
     with pytest.raises(sa.exc.StatementError, match="naive datetime"):
-        async with store.transaction() as tx:
-            await tx.insert_run(run)
+        await store.transaction(lambda tx: tx.insert_run(run))
 
 
 async def test_write_round_trips_every_record_type(store: Store) -> None:
@@ -122,8 +120,7 @@ async def test_write_round_trips_every_record_type(store: Store) -> None:
         chat=(effect(run_id, "run"), effect(run_id, "approval", step_key="ok", payload={"x": 1})),
         new_runs=(child,),
     )
-    async with store.transaction() as tx:
-        outbox_ids = await tx.write(before, transition)
+    outbox_ids = await store.transaction(lambda tx: tx.write(before, transition))
     assert len(outbox_ids) == 2 and outbox_ids[0] < outbox_ids[1]
 
     after = await store.snapshot(run_id)
@@ -138,8 +135,7 @@ async def test_write_round_trips_every_record_type(store: Store) -> None:
     assert await store.attempts(run_id) == list(transition.attempts)
     assert await store.audit(run_id) == list(transition.audit)
     assert await store.get_run(child.id) == child
-    async with store.transaction() as tx:
-        assert await tx.load(run_id) == after
+    assert await store.transaction(lambda tx: tx.load(run_id)) == after
 
 
 async def test_write_upserts_changed_rows(store: Store) -> None:
@@ -152,9 +148,12 @@ async def test_write_upserts_changed_rows(store: Store) -> None:
         approvals=(make_approval(run_id),),
         votes=(make_vote(run_id, "U1"),),
     )
-    async with store.transaction() as tx:
-        await tx.write(before, first)
-        middle = await tx.load(run_id)
+
+    def write_first(tx: Tx) -> Snapshot:
+        tx.write(before, first)
+        return tx.load(run_id)
+
+    middle = await store.transaction(write_first)
     step = replace(middle.steps["fetch"], state=StepState.SUCCEEDED, output=[1], finished_at=at(9))
     attempt = replace(first.attempts[0], finished_at=at(9), outcome="succeeded", status=200)
     approval = replace(first.approvals[0], state="approved", decided_at=at(9), how="votes")
@@ -162,8 +161,7 @@ async def test_write_upserts_changed_rows(store: Store) -> None:
     second = next_transition(
         middle, now=20, steps=(step,), attempts=(attempt,), approvals=(approval,), votes=(vote,)
     )
-    async with store.transaction() as tx:
-        await tx.write(middle, second)
+    await store.transaction(lambda tx: tx.write(middle, second))
     after = await store.snapshot(run_id)
     assert after.run.version == before.run.version + 2
     assert after.steps == {"fetch": step}
@@ -174,14 +172,13 @@ async def test_write_upserts_changed_rows(store: Store) -> None:
 
 async def test_version_guard_refuses_a_stale_writer(store: Store) -> None:
     before = await started(store)
-    async with store.transaction() as tx:
-        await tx.write(before, next_transition(before, steps=(make_step(before.run.id),)))
+    moved = next_transition(before, steps=(make_step(before.run.id),))
+    await store.transaction(lambda tx: tx.write(before, moved))
     stale = next_transition(
         before, run_fields={"state": RunState.FAILED}, audit=(make_audit(before.run.id, 1),)
     )
     with pytest.raises(OperationRefused, match="changed underneath"):
-        async with store.transaction() as tx:
-            await tx.write(before, stale)
+        await store.transaction(lambda tx: tx.write(before, stale))
     after = await store.snapshot(before.run.id)
     assert after.run.state is RunState.RUNNING
     assert after.run.version == before.run.version + 1
@@ -192,8 +189,7 @@ async def test_write_requires_the_version_to_move_on(store: Store) -> None:
     before = await started(store)
     unchanged = next_transition(before, run_fields={"version": before.run.version})
     with pytest.raises(ValueError, match="does not follow"):
-        async with store.transaction() as tx:
-            await tx.write(before, unchanged)
+        await store.transaction(lambda tx: tx.write(before, unchanged))
 
 
 async def test_unchanged_transition_writes_nothing(store: Store) -> None:
@@ -202,8 +198,7 @@ async def test_unchanged_transition_writes_nothing(store: Store) -> None:
         next_transition(before, steps=(make_step(before.run.id),), chat=(effect(before.run.id),)),
         changed=False,
     )
-    async with store.transaction() as tx:
-        assert await tx.write(before, transition) == []
+    assert await store.transaction(lambda tx: tx.write(before, transition)) == []
     assert await store.snapshot(before.run.id) == before
     assert await store.count_outbox() == 0
 
@@ -215,30 +210,35 @@ async def test_timers_cleared_and_set_again_end_up_set(store: Store) -> None:
         before,
         timers_set=(make_timer(run_id, "a", due=5), make_timer(run_id, "b", TimerPurpose.WAIT)),
     )
-    async with store.transaction() as tx:
-        await tx.write(before, first)
-        middle = await tx.load(run_id)
-        again = make_timer(run_id, "a", due=50)
+    again = make_timer(run_id, "a", due=50)
+
+    def work(tx: Tx) -> None:
+        tx.write(before, first)
+        middle = tx.load(run_id)
         second = next_transition(
             middle,
             timers_cleared=(("a", TimerPurpose.RETRY), ("b", TimerPurpose.WAIT)),
             timers_set=(again,),
         )
-        await tx.write(middle, second)
+        tx.write(middle, second)
+
+    await store.transaction(work)
     assert (await store.snapshot(run_id)).timers == (again,)
 
 
 async def test_a_raising_block_rolls_everything_back(store: Store) -> None:
     run = make_run()
+
+    def work(tx: Tx) -> None:
+        tx.insert_run(run)
+        assert tx.claim_delivery("slack", "evt-1", T0)
+        raise RuntimeError
+
     with pytest.raises(RuntimeError):
-        async with store.transaction() as tx:
-            await tx.insert_run(run)
-            assert await tx.claim_delivery("slack", "evt-1", T0)
-            raise RuntimeError
+        await store.transaction(work)
     with pytest.raises(RunNotFound):
         await store.get_run(run.id)
-    async with store.transaction() as tx:
-        assert await tx.claim_delivery("slack", "evt-1", T0)
+    assert await store.transaction(lambda tx: tx.claim_delivery("slack", "evt-1", T0))
 
 
 async def test_missing_runs_raise_run_not_found(store: Store) -> None:
@@ -247,36 +247,39 @@ async def test_missing_runs_raise_run_not_found(store: Store) -> None:
     with pytest.raises(RunNotFound):
         await store.snapshot("nope")
     with pytest.raises(RunNotFound):
-        async with store.transaction() as tx:
-            await tx.load("nope")
+        await store.transaction(lambda tx: tx.load("nope"))
 
 
 async def test_load_makes_writers_of_a_run_queue(store: Store) -> None:
     before = await started(store)
-    holding = asyncio.Event()
-    release = asyncio.Event()
+    holding = threading.Event()
+    release = threading.Event()
 
-    async def first() -> None:
-        async with store.transaction() as tx:
-            snap = await tx.load(before.run.id)
-            holding.set()
-            await release.wait()
-            await tx.write(snap, next_transition(snap))
+    def first(tx: Tx) -> None:
+        snap = tx.load(before.run.id)
+        holding.set()
+        assert release.wait(timeout=20), "never released"
+        tx.write(snap, next_transition(snap))
 
-    async def second() -> int:
-        await holding.wait()
-        async with store.transaction() as tx:
-            return (await tx.load(before.run.id)).run.version
+    async def hold(database: Database) -> None:
+        await Store(database=database).transaction(first)
 
-    async with asyncio.timeout(30):
-        one = asyncio.create_task(first())
-        two = asyncio.create_task(second())
-        await holding.wait()
-        await asyncio.sleep(0.3)
-        assert not two.done()
+    url = store.database.url.render_as_string(hide_password=False)
+    try:
+        async with asyncio.timeout(30):
+            # The first writer is another replica: its work blocks its own loop, not this one.
+            one = asyncio.create_task(elsewhere(url, hold))
+            assert await asyncio.to_thread(holding.wait, 20)
+            two = asyncio.create_task(
+                store.transaction(lambda tx: tx.load(before.run.id).run.version)
+            )
+            await asyncio.sleep(0.3)
+            assert not two.done()
+            release.set()
+            await one
+            assert await two == before.run.version + 1
+    finally:
         release.set()
-        await one
-        assert await two == before.run.version + 1
 
 
 @pytest.mark.postgres
@@ -287,14 +290,20 @@ async def test_runs_locked_in_opposite_orders_refuse_one_side(pg_url: str) -> No
         await store.migrate()
         a = (await started(store)).run.id
         b = (await started(store)).run.id
-        both_hold = asyncio.Barrier(2)
+        both_hold = threading.Barrier(2, timeout=20)
 
         async def lock(first: str, then: str) -> str:
+            def work(tx: Tx) -> None:
+                tx.load(first)
+                both_hold.wait()
+                tx.load(then)
+
+            async def replica(database: Database) -> None:
+                await Store(database=database).transaction(work)
+
+            # Each side is a replica of its own: its work blocks its own loop.
             try:
-                async with store.transaction() as tx:
-                    await tx.load(first)
-                    await both_hold.wait()
-                    await tx.load(then)
+                await elsewhere(pg_url, replica)
             except OperationRefused:
                 return "refused"
             return "done"
@@ -309,14 +318,16 @@ async def test_runs_locked_in_opposite_orders_refuse_one_side(pg_url: str) -> No
 async def test_take_timer_fires_once_under_concurrency(store: Store) -> None:
     before = await started(store)
     timer = make_timer(before.run.id)
-    async with store.transaction() as tx:
-        await tx.write(before, next_transition(before, timers_set=(timer,)))
+    await store.transaction(
+        lambda tx: tx.write(before, next_transition(before, timers_set=(timer,)))
+    )
     start = asyncio.Event()
 
     async def take() -> bool:
         await start.wait()
-        async with store.transaction() as tx:
-            return await tx.take_timer(timer.run_id, timer.step_key, timer.purpose)
+        return await store.transaction(
+            lambda tx: tx.take_timer(timer.run_id, timer.step_key, timer.purpose)
+        )
 
     racers = [asyncio.create_task(take()) for _ in range(4)]
     start.set()
@@ -326,22 +337,23 @@ async def test_take_timer_fires_once_under_concurrency(store: Store) -> None:
 
 
 async def test_claim_delivery_dedupes_without_breaking_the_transaction(store: Store) -> None:
-    async with store.transaction() as tx:
-        assert await tx.claim_delivery("slack", "Ev1", T0)
-        assert not await tx.claim_delivery("slack", "Ev1", at(1))
-        assert await tx.claim_delivery("slack", "Ev2", T0)
-        assert await tx.claim_delivery("hook", "Ev1", T0)
-        run = make_run()
-        await tx.insert_run(run)
+    run = make_run()
+
+    def work(tx: Tx) -> None:
+        assert tx.claim_delivery("slack", "Ev1", T0)
+        assert not tx.claim_delivery("slack", "Ev1", at(1))
+        assert tx.claim_delivery("slack", "Ev2", T0)
+        assert tx.claim_delivery("hook", "Ev1", T0)
+        tx.insert_run(run)
+
+    await store.transaction(work)
     assert (await store.get_run(run.id)).id == run.id
-    async with store.transaction() as tx:
-        assert not await tx.claim_delivery("slack", "Ev1", at(2))
+    assert not await store.transaction(lambda tx: tx.claim_delivery("slack", "Ev1", at(2)))
 
 
 async def test_concurrent_duplicate_deliveries_are_claimed_once(store: Store) -> None:
     async def claim() -> bool:
-        async with store.transaction() as tx:
-            return await tx.claim_delivery("slack", "Ev-race", T0)
+        return await store.transaction(lambda tx: tx.claim_delivery("slack", "Ev-race", T0))
 
     async with asyncio.timeout(30):
         outcomes = await asyncio.gather(*(claim() for _ in range(4)))
@@ -349,11 +361,14 @@ async def test_concurrent_duplicate_deliveries_are_claimed_once(store: Store) ->
 
 
 async def test_claim_schedule_fire_once_per_flow_and_time(store: Store) -> None:
-    async with store.transaction() as tx:
-        assert await tx.claim_schedule_fire("nightly", at(0), "run-1")
-        assert not await tx.claim_schedule_fire("nightly", at(0), "run-2")
-        assert await tx.claim_schedule_fire("nightly", at(86400), "run-3")
-        assert await tx.claim_schedule_fire("hourly", at(0), "run-4")
-    async with store.transaction() as tx:
-        east = timezone(timedelta(hours=2))
-        assert not await tx.claim_schedule_fire("nightly", at(0).astimezone(east), "run-5")
+    def work(tx: Tx) -> None:
+        assert tx.claim_schedule_fire("nightly", at(0), "run-1")
+        assert not tx.claim_schedule_fire("nightly", at(0), "run-2")
+        assert tx.claim_schedule_fire("nightly", at(86400), "run-3")
+        assert tx.claim_schedule_fire("hourly", at(0), "run-4")
+
+    await store.transaction(work)
+    east = timezone(timedelta(hours=2))
+    assert not await store.transaction(
+        lambda tx: tx.claim_schedule_fire("nightly", at(0).astimezone(east), "run-5")
+    )

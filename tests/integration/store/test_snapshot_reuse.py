@@ -1,0 +1,94 @@
+"""A store reuses the snapshots it committed while the run's version holds, and only then."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import sqlalchemy as sa
+
+from bot.engine.records import Snapshot
+from bot.store import Store, Tx, open_database
+from bot.store.snapshots import SnapshotCache
+from tests.integration.store.builders import make_run, make_step, next_transition
+
+
+class Counted:
+    """Counts the statements one engine sends, to tell a reused snapshot from a read."""
+
+    def __init__(self, store: Store) -> None:
+        self.statements = 0
+        engine = store.database.engine
+        sync = engine if isinstance(engine, sa.Engine) else engine.sync_engine
+        sa.event.listen(sync, "before_cursor_execute", self._count)
+
+    def _count(self, *_: object) -> None:
+        self.statements += 1
+
+
+async def written(store: Store) -> Snapshot:
+    """A run inserted and moved once through ``store``, so the store remembers it."""
+    run = make_run()
+    await store.transaction(lambda tx: tx.insert_run(run))
+
+    def move(tx: Tx) -> Snapshot:
+        before = tx.load(run.id)
+        tx.write(before, next_transition(before, steps=(make_step(run.id),)))
+        return before
+
+    await store.transaction(move)
+    return await store.snapshot(run.id)
+
+
+async def test_the_next_event_reuses_the_committed_snapshot(store: Store) -> None:
+    after = await written(store)
+    counted = Counted(store)
+    loaded = await store.transaction(lambda tx: tx.load(after.run.id))
+    assert loaded == after
+    assert counted.statements == 1, "one version check instead of five queries"
+    await store.transaction(lambda tx: tx.load(after.run.id, fresh=True))
+    assert counted.statements == 1 + 5
+
+
+async def test_a_run_moved_by_another_replica_is_read_again(store: Store) -> None:
+    after = await written(store)
+    other = Store(database=open_database(store.database.url.render_as_string(False)))
+    try:
+
+        def move(tx: Tx) -> None:
+            before = tx.load(after.run.id)
+            tx.write(before, next_transition(before, now=30, steps=(make_step(after.run.id, "b"),)))
+
+        await other.transaction(move)
+    finally:
+        await other.database.close()
+    loaded = await store.transaction(lambda tx: tx.load(after.run.id))
+    assert loaded.run.version == after.run.version + 1
+    assert set(loaded.steps) == {"fetch", "b"}
+
+
+async def test_a_rolled_back_write_is_not_remembered(store: Store) -> None:
+    after = await written(store)
+
+    def doomed(tx: Tx) -> None:
+        before = tx.load(after.run.id)
+        tx.write(before, next_transition(before, now=40, steps=(make_step(after.run.id, "x"),)))
+        raise RuntimeError("after the write, before the commit")
+
+    with pytest.raises(RuntimeError):
+        await store.transaction(doomed)
+    loaded = await store.transaction(lambda tx: tx.load(after.run.id))
+    assert loaded == after
+
+
+def test_an_older_snapshot_never_replaces_a_newer_one() -> None:
+    cache = SnapshotCache(capacity=2)
+    run = make_run()
+    old = Snapshot(run=run, steps={}, approvals={}, votes=(), timers=())
+    new = replace(old, run=replace(run, version=run.version + 1))
+    cache.remember(new)
+    cache.remember(old)
+    assert cache.get(run.id) is new
+    for _ in range(2):
+        cache.remember(Snapshot(run=make_run(), steps={}, approvals={}, votes=(), timers=()))
+    assert cache.get(run.id) is None, "the least recently used run falls out"
