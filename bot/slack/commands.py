@@ -22,7 +22,48 @@ USAGE = {
     "approvals": "/relay approvals",
 }
 
-_CURLY = str.maketrans({"\u201c": '"', "\u201d": '"', "\u2018": "'", "\u2019": "'"})
+_DOUBLE = '"\u201c\u201d'
+_OPEN_SINGLE = "'\u2018"
+_APOSTROPHE = "\u2019"
+
+
+def _straighten(text: str) -> str:
+    """Slack's curly quotes as the straight ones shlex knows, apostrophes kept as text.
+
+    Slack curls a quote that opens a word into a left quotation mark and every
+    other one into a right one; so a right single mark closes a single quote
+    only when one is open, and is otherwise an apostrophe (``note=don't`` as
+    typed), which must not start a quote.
+    """
+    out: list[str] = []
+    quote = ""
+    escaped = False
+    for char in text:
+        if escaped:
+            out.append(char)
+            escaped = False
+        elif char == "\\" and quote != "'":
+            out.append(char)
+            escaped = True
+        elif quote == '"':
+            closing = char in _DOUBLE
+            out.append('"' if closing else "'" if char in _OPEN_SINGLE + _APOSTROPHE else char)
+            quote = "" if closing else quote
+        elif quote == "'":
+            closing = char in "'" + _APOSTROPHE
+            out.append("'" if closing else char)
+            quote = "" if closing else quote
+        elif char in _DOUBLE:
+            out.append('"')
+            quote = '"'
+        elif char in _OPEN_SINGLE:
+            out.append("'")
+            quote = "'"
+        elif char == _APOSTROPHE:
+            out.append("\\'")
+        else:
+            out.append(char)
+    return "".join(out)
 
 
 @dataclass(frozen=True)
@@ -75,7 +116,7 @@ Command = Help | ListFlows | RunFlow | Status | CancelRun | RetryRun | Approvals
 def parse(text: str) -> Command:
     """Parse what followed ``/relay``; raises CommandInvalid with the usage to show."""
     try:
-        words = shlex.split(text.translate(_CURLY))
+        words = shlex.split(_straighten(text))
     except ValueError:
         raise CommandInvalid(
             "a quote is not closed", usage='/relay run FLOW name="a value with spaces"'

@@ -164,17 +164,33 @@ def home_opened(body: Mapping[str, Any]) -> HomeOpened:
     )
 
 
+_SELECTED_LISTS = ("selected_users", "selected_channels", "selected_conversations")
+"""Where the multi-selects of users, channels and conversations put their picks."""
+
+_SELECTED_ONE = (
+    "value",
+    "selected_date",
+    "selected_time",
+    "selected_date_time",
+    "selected_user",
+    "selected_channel",
+    "selected_conversation",
+)
+"""Where every other input element puts its one value (text, number, URL, email: ``value``)."""
+
+
 def _element_value(element: Any) -> Any:
     """What one input element holds, whatever its type; None when left empty."""
     if not isinstance(element, Mapping):
         return None
     if "selected_options" in element:
         return [option.get("value") for option in element.get("selected_options") or []]
-    for key in ("value", "selected_date", "selected_time", "selected_user", "selected_channel"):
+    for key in _SELECTED_LISTS:
+        if key in element:
+            return list(element.get(key) or [])
+    for key in _SELECTED_ONE:
         if key in element:
             return element.get(key)
-    if "selected_date_time" in element:
-        return element.get("selected_date_time")
     option = element.get("selected_option")
     return option.get("value") if isinstance(option, Mapping) else None
 

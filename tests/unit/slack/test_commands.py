@@ -102,6 +102,21 @@ def test_an_apostrophe_inside_curly_double_quotes_survives() -> None:
     assert parsed == RunFlow(flow="deploy", args=("note=don't stop",))
 
 
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("run deploy note=don\u2019t", "note=don't"),
+        ("run deploy note=\u2018it\u2019 other=rock\u2019n\u2019roll", "note=it"),
+        ("run deploy note=\u201cthe \u2018best\u2019 one\u201d", "note=the 'best' one"),
+        ("run deploy note=\\\u201cquoted", "note=\u201cquoted"),
+    ],
+)
+def test_a_curly_apostrophe_outside_quotes_is_text(text: str, value: str) -> None:
+    parsed = commands.parse(text)
+    assert isinstance(parsed, RunFlow)
+    assert parsed.args[0] == value
+
+
 def test_quoted_empty_value_is_kept() -> None:
     assert commands.parse('run deploy note=""') == RunFlow(flow="deploy", args=("note=",))
 

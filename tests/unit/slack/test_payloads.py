@@ -191,6 +191,28 @@ ELEMENTS: list[tuple[str, dict[str, Any], Any]] = [
     ("users_select", {"type": "users_select", "selected_user": "U0BOB"}, "U0BOB"),
     ("users_select", {"type": "users_select", "selected_user": None}, None),
     ("channels_select", {"type": "channels_select", "selected_channel": "C0OPS"}, "C0OPS"),
+    (
+        "conversations_select",
+        {"type": "conversations_select", "selected_conversation": "G0OPS"},
+        "G0OPS",
+    ),
+    (
+        "multi_users_select",
+        {"type": "multi_users_select", "selected_users": ["U0A", "U0B"]},
+        ["U0A", "U0B"],
+    ),
+    (
+        "multi_channels_select",
+        {"type": "multi_channels_select", "selected_channels": ["C0A"]},
+        ["C0A"],
+    ),
+    (
+        "multi_conversations_select",
+        {"type": "multi_conversations_select", "selected_conversations": []},
+        [],
+    ),
+    ("url_text_input", {"type": "url_text_input", "value": "https://x.test"}, "https://x.test"),
+    ("number_input", {"type": "number_input", "value": "42"}, "42"),
 ]
 
 
