@@ -34,7 +34,7 @@ from bot.engine.events import (
     Transition,
 )
 from bot.engine.machine import decide
-from bot.engine.move import Context, Definition, applied, flow_of, scope_of
+from bot.engine.move import Context, Definition, flow_of, scope_of
 from bot.engine.records import Run, Snapshot, Timer
 from bot.engine.states import RunState
 from bot.errors import FlowNotFound, OperationRefused, RelayError
@@ -234,9 +234,11 @@ class Engine:
         # Leases and timers change without a new run version: judge them on fresh rows.
         before = tx.load(run_id, fresh=isinstance(event, LeaseExpired | TimerDue))
         transition = decide(before, event, self._ctx())
+        after = before
         if transition.changed:
             tx.write(before, transition)
-        done: Applied = [(applied(before, transition), transition)]
+            after = tx.seen[run_id]
+        done: Applied = [(after, transition)]
         for target, emitted in transition.emits:
             done.extend(self._apply_in(tx, target, emitted))
         return done

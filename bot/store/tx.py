@@ -134,8 +134,9 @@ class Tx:
         self.conn = conn
         self._snapshots = snapshots
         self.seen: dict[str, Snapshot] = {}
-        """The newest snapshot of each run this transaction loaded or wrote, to remember
-        once it commits (never before: a rolled-back write must not be trusted)."""
+        """The newest snapshot of each run this transaction read afresh or wrote (after
+        ``write``, the run as it now stands), remembered once it commits and never
+        before: a rolled-back write must not be trusted."""
 
     def insert_run(self, run: Run) -> None:
         """Insert a new run row (no steps yet: ``StartRun`` creates them).

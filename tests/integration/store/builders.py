@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import sqlalchemy as sa
 
 from bot.engine.events import ChatEffect, Transition
 from bot.engine.records import (
@@ -19,6 +23,7 @@ from bot.engine.records import (
     Vote,
 )
 from bot.engine.states import Decision, RunState, StepState, TimerPurpose
+from bot.store import Store
 
 T0 = datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=UTC)
 """Microseconds on purpose: both backends must keep them."""
@@ -120,3 +125,23 @@ def next_transition(before: Snapshot, *, now: float = 10, **fields: Any) -> Tran
     run_fields.update(fields.pop("run_fields", {}))
     run = replace(before.run, **run_fields)
     return Transition(run=run, **fields)
+
+
+@contextmanager
+def statements_sent(store: Store) -> Iterator[list[str]]:
+    """The SQL statements ``store`` sends while the block runs, first word upper-cased.
+
+    Transactions begin straight on the driver, so BEGIN and COMMIT are not listed.
+    """
+    sent: list[str] = []
+
+    def count(*args: Any) -> None:
+        sent.append(args[2].split()[0].upper())
+
+    engine = store.database.engine
+    sync_engine = engine if isinstance(engine, sa.Engine) else engine.sync_engine
+    sa.event.listen(sync_engine, "before_cursor_execute", count)
+    try:
+        yield sent
+    finally:
+        sa.event.remove(sync_engine, "before_cursor_execute", count)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Any
 
 import sqlalchemy as sa
 
@@ -17,6 +16,7 @@ from tests.integration.store.builders import (
     make_run,
     make_step,
     next_transition,
+    statements_sent,
 )
 
 LEASE = timedelta(seconds=30)
@@ -110,15 +110,8 @@ async def test_concurrent_claimers_never_share_an_item(store: Store) -> None:
 async def test_a_typical_transition_is_five_statements(store: Store) -> None:
     run = make_run()
     await store.transaction(lambda tx: tx.insert_run(run))
-    statements: list[str] = []
 
-    def count(*args: Any) -> None:
-        statements.append(args[2].split()[0].upper())
-
-    engine = store.database.engine
-    sync_engine = engine if isinstance(engine, sa.Engine) else engine.sync_engine
-
-    def work(tx: Tx) -> None:
+    def work(tx: Tx) -> list[str]:
         before = tx.load(run.id)
         transition = next_transition(
             before,
@@ -127,11 +120,9 @@ async def test_a_typical_transition_is_five_statements(store: Store) -> None:
             audit=(make_audit(run.id, 1),),
             chat=(effect(run.id),),
         )
-        sa.event.listen(sync_engine, "before_cursor_execute", count)
-        try:
+        with statements_sent(store) as sent:
             tx.write(before, transition)
-        finally:
-            sa.event.remove(sync_engine, "before_cursor_execute", count)
+        return sent
 
-    await store.transaction(work)
+    statements = await store.transaction(work)
     assert statements == ["UPDATE", "INSERT", "INSERT", "INSERT", "INSERT"]

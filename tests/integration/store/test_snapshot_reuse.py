@@ -5,25 +5,16 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-import sqlalchemy as sa
 
 from bot.engine.records import Snapshot
 from bot.store import Store, Tx, open_database
 from bot.store.snapshots import SnapshotCache
-from tests.integration.store.builders import make_run, make_step, next_transition
-
-
-class Counted:
-    """Counts the statements one engine sends, to tell a reused snapshot from a read."""
-
-    def __init__(self, store: Store) -> None:
-        self.statements = 0
-        engine = store.database.engine
-        sync = engine if isinstance(engine, sa.Engine) else engine.sync_engine
-        sa.event.listen(sync, "before_cursor_execute", self._count)
-
-    def _count(self, *_: object) -> None:
-        self.statements += 1
+from tests.integration.store.builders import (
+    make_run,
+    make_step,
+    next_transition,
+    statements_sent,
+)
 
 
 async def written(store: Store) -> Snapshot:
@@ -42,12 +33,13 @@ async def written(store: Store) -> Snapshot:
 
 async def test_the_next_event_reuses_the_committed_snapshot(store: Store) -> None:
     after = await written(store)
-    counted = Counted(store)
-    loaded = await store.transaction(lambda tx: tx.load(after.run.id))
+    with statements_sent(store) as sent:
+        loaded = await store.transaction(lambda tx: tx.load(after.run.id))
     assert loaded == after
-    assert counted.statements == 1, "one version check instead of five queries"
-    await store.transaction(lambda tx: tx.load(after.run.id, fresh=True))
-    assert counted.statements == 1 + 5
+    assert sent == ["SELECT"], "one version check instead of five queries"
+    with statements_sent(store) as sent:
+        await store.transaction(lambda tx: tx.load(after.run.id, fresh=True))
+    assert sent == ["SELECT"] * 5
 
 
 async def test_a_run_moved_by_another_replica_is_read_again(store: Store) -> None:
