@@ -12,7 +12,6 @@ Run: ``PYTHONPATH=. .venv/bin/python bench/chain.py [rounds]`` (default 5).
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 
@@ -25,6 +24,7 @@ from bench.common import (
     table,
     write_json,
 )
+from bot import eventloop
 from bot.engine.operations import Actor
 from bot.engine.states import RunState
 from bot.steps.http import make_http_client
@@ -103,4 +103,4 @@ async def main(rounds: int, base_url: str) -> None:
 if __name__ == "__main__":
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     with loopback_service() as url:
-        asyncio.run(main(count, url))
+        eventloop.run(main(count, url))

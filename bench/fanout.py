@@ -27,6 +27,7 @@ from bench.common import (
     table,
     write_json,
 )
+from bot import eventloop
 from bot.engine.operations import Actor
 from bot.engine.states import RunState
 from bot.steps.http import make_http_client
@@ -120,4 +121,4 @@ async def main(rounds: int, base_url: str) -> None:
 if __name__ == "__main__":
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     with loopback_service() as url:
-        asyncio.run(main(count, url))
+        eventloop.run(main(count, url))

@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 import psutil
 
 from bench.common import all_finished, engine_services, table, write_json
+from bot import eventloop
 from bot.engine.operations import Actor
 from bot.engine.states import Decision, RunState
 from bot.wiring import Services
@@ -165,4 +166,4 @@ async def _settled(services: Services) -> bool:
 if __name__ == "__main__":
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
     width = int(sys.argv[2]) if len(sys.argv) > 2 else 20
-    asyncio.run(main(count, width))
+    eventloop.run(main(count, width))

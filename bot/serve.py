@@ -103,7 +103,8 @@ async def serve(
     app = bolt_app(settings, client, socket=socket)
     async with slack_runtime(settings, client=client, clock=clock) as runtime:
         services = runtime.services
-        Handlers(services=services, client=runtime.client, home=runtime.home).register(app)
+        handlers = Handlers(services=services, client=runtime.client, home=runtime.home)
+        handlers.register(app)
         stop = stop or stop_on_signals()
 
         async def healthy() -> bool:
@@ -127,6 +128,7 @@ async def serve(
             await asyncio.wait({worker, stopped}, return_when=asyncio.FIRST_COMPLETED)
             stop.set()
             stopped.cancel()
+        await handlers.close()
         await worker
         await housekeeping
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 from typing import Any
 
+from bot import eventloop
 from bot.settings import load_settings
 
 
@@ -15,7 +15,7 @@ def _demo(args: argparse.Namespace) -> int:
     from bot.demo.scenarios import run_demo
 
     flows = args.flows or load_settings().flows_dir
-    return asyncio.run(run_demo(out=sys.stdout, flows_dir=Path(flows), keep=args.keep))
+    return eventloop.run(run_demo(out=sys.stdout, flows_dir=Path(flows), keep=args.keep))
 
 
 def register(commands: Any) -> None:

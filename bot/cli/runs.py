@@ -7,13 +7,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from bot import eventloop
 from bot.definitions.inputs import parse_assignments
 from bot.definitions.models import ApprovalStep
 from bot.directory import StaticDirectory
@@ -240,7 +240,7 @@ async def _worker(args: argparse.Namespace) -> int:
 
 def _sync(coro_fn: Any, *extra: Any) -> Any:
     def call(args: argparse.Namespace) -> int:
-        return int(asyncio.run(coro_fn(args, *extra)))
+        return int(eventloop.run(coro_fn(args, *extra)))
 
     return call
 

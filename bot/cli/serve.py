@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
+from bot import eventloop
 from bot.cli.common import Subparsers, command_parser
 from bot.logs import configure
 from bot.settings import load_settings
@@ -22,7 +22,7 @@ def _serve(args: argparse.Namespace) -> int:
     def ready(url: str) -> None:
         print(f"relay: serving Slack on {url}; Ctrl-C to stop", file=sys.stderr, flush=True)
 
-    asyncio.run(serve(settings, socket=args.socket, host=args.host, ready=ready))
+    eventloop.run(serve(settings, socket=args.socket, host=args.host, ready=ready))
     return 0
 
 

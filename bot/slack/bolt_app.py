@@ -43,7 +43,11 @@ def web_client(settings: Settings) -> AsyncWebClient:
 
 
 def bolt_app(settings: Settings, client: AsyncWebClient, *, socket: bool = False) -> AsyncApp:
-    """An AsyncApp that acknowledges before its listeners finish.
+    """An AsyncApp whose listeners acknowledge, hand their work to a task, and return.
+
+    ``process_before_response`` makes Bolt answer Slack the moment a listener
+    returns; without it, Bolt polls for the acknowledgement every 10 ms while the
+    listener runs on (see ``bot.slack.handlers``).
 
     Over HTTP it verifies Slack's signature on every request; in Socket Mode
     requests arrive on a connection the app token opened, which has no
@@ -62,6 +66,6 @@ def bolt_app(settings: Settings, client: AsyncWebClient, *, socket: bool = False
         client=client,
         signing_secret=secret.get_secret_value() if secret is not None else None,
         request_verification_enabled=not socket,
-        process_before_response=False,
+        process_before_response=True,
         logger=log,
     )

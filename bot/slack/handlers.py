@@ -1,10 +1,14 @@
 """Bolt listeners: acknowledge, parse, call ``Operations``, answer. No rules live here.
 
-Every listener acknowledges first (Slack gives up after 3 s) and then works;
-only modal submissions validate before acknowledging, because Slack shows
-field errors only in the acknowledgement. Each delivery is claimed by Slack's
-own id before it acts, so a retried event, a replayed command or a double
-click changes state at most once, over HTTP and Socket Mode alike.
+Every listener acknowledges and returns (Slack gives up after 3 s), leaving
+its work to the ``Backlog``: the app runs listeners before it responds
+(``process_before_response``), so an acknowledgement goes out as soon as the
+listener returns instead of at Bolt's next 10 ms poll, and a burst of requests
+is acknowledged before the work they start competes for the event loop. Only
+modal submissions validate before acknowledging, because Slack shows field
+errors only in the acknowledgement. Each delivery is claimed by Slack's own id
+before it acts, so a retried event, a replayed command or a double click
+changes state at most once, over HTTP and Socket Mode alike.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from bot.engine.ports import RunView
 from bot.engine.states import Decision
 from bot.errors import CommandInvalid, InputInvalid, RelayError
 from bot.slack import blocks, commands, payloads, views
+from bot.slack.backlog import Backlog
 from bot.slack.home import HomeTab
 from bot.wiring import Services
 
@@ -43,6 +48,8 @@ class Handlers:
         self.store = services.store
         self.client = client
         self.home = home
+        self._backlog = Backlog()
+        self._later = self._backlog.add
 
     def register(self, app: AsyncApp) -> None:
         """Attach every listener to ``app``."""
@@ -61,9 +68,10 @@ class Handlers:
     async def command(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         """``/relay …``: acknowledged at once; the answer follows as an ephemeral reply."""
         await ack()
+        self._later(self._command(body))
+
+    async def _command(self, body: dict[str, Any]) -> None:
         request = payloads.slash_command(body)
-        if not await self._first(request.delivery):
-            return
         actor = Actor(user=request.user, channel=request.channel, via="slack")
 
         async def answer(message: blocks.Message) -> None:
@@ -71,7 +79,7 @@ class Handlers:
                 response_type="ephemeral", **message.as_kwargs()
             )
 
-        await self._guard(answer, self._dispatch(request, actor, answer))
+        await self._once(request.delivery, answer, lambda: self._dispatch(request, actor, answer))
 
     async def _dispatch(
         self,
@@ -155,15 +163,20 @@ class Handlers:
     ) -> None:
         """Ack, claim the click once, act on the run its button names; tell the clicker."""
         await ack()
+        self._later(self._clicked(body, act))
+
+    async def _clicked(
+        self,
+        body: dict[str, Any],
+        act: Callable[[payloads.Click, blocks.Ref, Actor], Awaitable[None]],
+    ) -> None:
         click = payloads.click(body)
-        if not await self._first(click.delivery):
-            return
 
         async def work() -> None:
             ref, actor = _target(click)
             await act(click, ref, actor)
 
-        await self._guard(lambda message: self._tell(click, message), work())
+        await self._once(click.delivery, lambda message: self._tell(click, message), work)
 
     async def _approve(self, click: payloads.Click, ref: blocks.Ref, actor: Actor) -> None:
         step = await self.operations.check_may_vote(ref.run_id, ref.step_key, actor)
@@ -212,8 +225,6 @@ class Handlers:
             )
             return
         await ack()
-        if not await self._first(form.delivery):
-            return
         actor = Actor(user=form.user, channel=channel, via="slack")
 
         async def tell(message: blocks.Message) -> None:
@@ -223,7 +234,7 @@ class Handlers:
             run = await self.operations.start(flow_name, raw, actor)
             await tell(blocks.reply(f"Started `{flow_name}` as run `{run.id}`."))
 
-        await self._guard(tell, work())
+        self._later(self._once(form.delivery, tell, work))
 
     async def decision_submitted(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         """The reason (and fields) form of an approval."""
@@ -252,8 +263,6 @@ class Handlers:
             await ack(response_action="errors", errors=errors)
             return
         await ack()
-        if not await self._first(form.delivery):
-            return
         actor = Actor(user=form.user, via="slack")
 
         async def tell(message: blocks.Message) -> None:
@@ -264,17 +273,34 @@ class Handlers:
                 run_id, step_key, actor, decision, reason=reason, fields=fields
             )
 
-        await self._guard(tell, work())
+        self._later(self._once(form.delivery, tell, work))
 
     # ------------------------------------------------------------ events
 
-    async def home_opened(self, body: dict[str, Any]) -> None:
+    async def home_opened(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         """Publish the Home tab of whoever opened it."""
+        await ack()
+        self._later(self._home_opened(body))
+
+    async def _home_opened(self, body: dict[str, Any]) -> None:
         opened = payloads.home_opened(body)
         if opened.tab == "home" and await self._first(opened.delivery):
             await self.home.refresh([opened.user])
 
     # ------------------------------------------------------------ plumbing
+
+    async def close(self) -> None:
+        """Let the work of requests already acknowledged finish: Slack will not resend them."""
+        await self._backlog.close()
+
+    async def _once(
+        self,
+        delivery: tuple[str, str],
+        answer: Callable[[blocks.Message], Awaitable[None]],
+        work: Callable[[], Awaitable[None]],
+    ) -> None:
+        if await self._first(delivery):
+            await self._guard(answer, work())
 
     async def _first(self, delivery: tuple[str, str]) -> bool:
         """Claim Slack's id for this delivery; False means it was seen before."""
