@@ -49,7 +49,6 @@ class Handlers:
         self.client = client
         self.home = home
         self._backlog = Backlog()
-        self._later = self._backlog.add
 
     def register(self, app: AsyncApp) -> None:
         """Attach every listener to ``app``."""
@@ -68,7 +67,7 @@ class Handlers:
     async def command(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         """``/relay …``: acknowledged at once; the answer follows as an ephemeral reply."""
         await ack()
-        self._later(self._command(body))
+        self._backlog.add(self._command(body))
 
     async def _command(self, body: dict[str, Any]) -> None:
         request = payloads.slash_command(body)
@@ -163,7 +162,7 @@ class Handlers:
     ) -> None:
         """Ack, claim the click once, act on the run its button names; tell the clicker."""
         await ack()
-        self._later(self._clicked(body, act))
+        self._backlog.add(self._clicked(body, act))
 
     async def _clicked(
         self,
@@ -234,7 +233,7 @@ class Handlers:
             run = await self.operations.start(flow_name, raw, actor)
             await tell(blocks.reply(f"Started `{flow_name}` as run `{run.id}`."))
 
-        self._later(self._once(form.delivery, tell, work))
+        self._backlog.add(self._once(form.delivery, tell, work))
 
     async def decision_submitted(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         """The reason (and fields) form of an approval."""
@@ -273,14 +272,14 @@ class Handlers:
                 run_id, step_key, actor, decision, reason=reason, fields=fields
             )
 
-        self._later(self._once(form.delivery, tell, work))
+        self._backlog.add(self._once(form.delivery, tell, work))
 
     # ------------------------------------------------------------ events
 
     async def home_opened(self, ack: AsyncAck, body: dict[str, Any]) -> None:
         """Publish the Home tab of whoever opened it."""
         await ack()
-        self._later(self._home_opened(body))
+        self._backlog.add(self._home_opened(body))
 
     async def _home_opened(self, body: dict[str, Any]) -> None:
         opened = payloads.home_opened(body)
