@@ -15,17 +15,17 @@ async def _note(started: list[tuple[str, float]], name: str) -> None:
 
 
 async def test_work_waits_for_a_quiet_moment_then_starts_in_arrival_order() -> None:
-    backlog = Backlog(quiet=0.05, patience=5.0)
+    backlog = Backlog(quiet=0.2, patience=5.0)
     loop = asyncio.get_running_loop()
     started: list[tuple[str, float]] = []
     for n in range(4):
         backlog.add(_note(started, f"w{n}"))
+        last = loop.time()
         await asyncio.sleep(0.02)
         assert started == [], "work started while requests were still arriving"
-    last = loop.time() - 0.02
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.4)
     assert [name for name, _ in started] == ["w0", "w1", "w2", "w3"]
-    assert all(at >= last + 0.045 for _, at in started)
+    assert all(at >= last + 0.19 for _, at in started)
 
 
 async def test_a_steady_stream_cannot_hold_work_past_its_patience() -> None:
@@ -40,7 +40,7 @@ async def test_a_steady_stream_cannot_hold_work_past_its_patience() -> None:
             backlog.add(_note(started, "more"))
     assert started, "a stream of requests every 10 ms starved the work"
     assert started[0][0] == "first"
-    assert started[0][1] - first == pytest.approx(0.15, abs=0.1)
+    assert 0.14 <= started[0][1] - first < 0.4, "held past its patience, or not held at all"
 
 
 async def test_close_starts_what_is_held_and_waits_for_everything() -> None:
