@@ -4,8 +4,10 @@ Every transaction is a plain function of a synchronous SQLAlchemy
 ``Connection``, handed to ``Database.write`` or ``Database.read``; the store's
 queries are written once and run on both databases:
 
-- SQLite runs through the standard library's driver on threads of its own: each
-  transaction is one trip to a database thread and back. The aiosqlite adapter
+- SQLite runs through the standard library's driver on threads of its own
+  (``bot.store.threads``), each keeping its connection: each transaction is one
+  trip to a database thread and back, and the engine's hottest statements skip
+  SQLAlchemy's execution wrapping (``bot.store.prepared``). The aiosqlite adapter
   makes three or four trips per statement (cursor, execute, fetch, close), which
   cost more than the statements; and one writer thread queues this process's
   writers first come first served, where SQLite's busy handler would let them
@@ -25,7 +27,6 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -34,6 +35,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bot.errors import ConfigError
+from bot.store.threads import DatabaseThreads
 
 T = TypeVar("T")
 
@@ -91,7 +93,7 @@ class Database:
         self.engine = engine
         self.synchronous = synchronous
         """The SQLite ``synchronous`` level asked for; None on PostgreSQL."""
-        self._threads: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None
+        self._threads: tuple[DatabaseThreads, DatabaseThreads] | None = None
 
     @property
     def dialect(self) -> str:
@@ -116,10 +118,8 @@ class Database:
         if isinstance(engine, AsyncEngine):
             async with engine.begin() as conn:
                 return await conn.run_sync(work)
-        writer, _ = self._pools()
-        return await asyncio.get_running_loop().run_in_executor(
-            writer, _transact, engine, work, "BEGIN IMMEDIATE"
-        )
+        writer, _ = self._sqlite_threads(engine)
+        return await writer.run(work)
 
     async def read(self, work: Work[T]) -> T:
         """Run ``work`` in a read transaction: one consistent view; never blocks writers (WAL)."""
@@ -127,16 +127,26 @@ class Database:
         if isinstance(engine, AsyncEngine):
             async with engine.connect() as conn, conn.begin():
                 return await conn.run_sync(work)
-        _, readers = self._pools()
-        return await asyncio.get_running_loop().run_in_executor(
-            readers, _transact, engine, work, "BEGIN"
-        )
+        _, readers = self._sqlite_threads(engine)
+        return await readers.run(work)
 
-    def _pools(self) -> tuple[ThreadPoolExecutor, ThreadPoolExecutor]:
+    def driver_connections(self) -> list[sqlite3.Connection]:
+        """The SQLite connections the database threads hold now, to trace what they send.
+
+        Statements of ``bot.store.prepared`` go straight to these, past
+        SQLAlchemy's events; ``sqlite3.Connection.set_trace_callback`` sees them.
+        """
+        if self._threads is None:
+            return []
+        return [driver for threads in self._threads for driver in threads.drivers()]
+
+    def _sqlite_threads(self, engine: sa.Engine) -> tuple[DatabaseThreads, DatabaseThreads]:
         if self._threads is None:
             self._threads = (
-                ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-db-writer"),
-                ThreadPoolExecutor(READER_THREADS, thread_name_prefix="relay-db-reader"),
+                DatabaseThreads(engine, count=1, begin="BEGIN IMMEDIATE", name="relay-db-writer"),
+                DatabaseThreads(
+                    engine, count=READER_THREADS, begin="BEGIN", name="relay-db-reader"
+                ),
             )
         return self._threads
 
@@ -172,30 +182,12 @@ class Database:
         """Wait for running transactions, stop the database threads, close every connection."""
         threads, self._threads = self._threads, None
         if threads is not None:
-            await asyncio.to_thread(_shutdown, threads)
+            for pool in threads:
+                await asyncio.to_thread(pool.close)
         if isinstance(self.engine, AsyncEngine):
             await self.engine.dispose()
         else:
             self.engine.dispose()
-
-
-def _transact(engine: sa.Engine, work: Work[T], begin: str) -> T:
-    """One SQLite transaction: SQLAlchemy's documented pysqlite recipe, minus its event.
-
-    The driver is left in autocommit mode (see ``_configure_sqlite``) and the
-    BEGIN is sent here, straight to the driver. The recipe sends it from an
-    engine ``begin`` event, but any engine-level event puts every statement on
-    SQLAlchemy's slower dispatch path: about a fifth of each statement's cost.
-    SQLAlchemy still ends the transaction: COMMIT, or ROLLBACK if ``work`` raises.
-    """
-    with engine.begin() as conn:
-        conn.connection.driver_connection.execute(begin)  # type: ignore[union-attr]
-        return work(conn)
-
-
-def _shutdown(threads: tuple[ThreadPoolExecutor, ...]) -> None:
-    for pool in threads:
-        pool.shutdown(wait=True)
 
 
 def _settings(conn: sa.Connection) -> tuple[Any, Any] | None:
@@ -261,12 +253,12 @@ def _enter_wal(cursor: sqlite3.Cursor) -> None:
 
 
 def _configure_sqlite(engine: sa.Engine, synchronous: str) -> None:
-    """Pragmas on every new connection; the driver leaves BEGIN to ``_transact``."""
+    """Pragmas on every new connection; the driver leaves BEGIN to ``DatabaseThreads``."""
 
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # The driver's legacy mode would BEGIN lazily (and never for SELECT);
-        # with None it stays out of the way and ``_transact`` decides.
+        # with None it stays out of the way and the transaction helper decides.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:

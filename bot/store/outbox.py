@@ -34,6 +34,40 @@ class OutboxItem:
     created_at: datetime
 
 
+def _claim_statement(*, family: bool) -> sa.Update:
+    """The claim, built once per shape: building it cost more than running it."""
+    now = sa.bindparam("now", type_=outbox.c.due_at.type)
+    free = sa.or_(outbox.c.lease_until.is_(None), outbox.c.lease_until < now)
+    wanted: sa.ColumnElement[bool] = sa.true()
+    if family:
+        children = sa.select(runs.c.id).where(runs.c.parent_run_id == sa.bindparam("family"))
+        wanted = sa.or_(outbox.c.run_id == sa.bindparam("family"), outbox.c.run_id.in_(children))
+    due = (
+        sa.select(outbox.c.id)
+        .where(outbox.c.due_at <= now, free, wanted)
+        .order_by(outbox.c.due_at, outbox.c.id)
+        .limit(sa.bindparam("limit", type_=sa.Integer))
+        .with_for_update(skip_locked=True)
+    )
+    return (
+        sa.update(outbox)
+        .where(outbox.c.id.in_(due.scalar_subquery()))
+        .values(lease_owner=sa.bindparam("owner"), lease_until=sa.bindparam("until"))
+        .returning(
+            outbox.c.id,
+            outbox.c.run_id,
+            outbox.c.kind,
+            outbox.c.step_key,
+            outbox.c.payload,
+            outbox.c.tries,
+            outbox.c.created_at,
+        )
+    )
+
+
+_CLAIMS = {family: _claim_statement(family=family) for family in (False, True)}
+
+
 def claim(
     conn: sa.Connection,
     owner: str,
@@ -50,32 +84,10 @@ def claim(
     writer at a time, so the clause is dropped there. ``family`` limits the
     claim to one run and its sub-runs.
     """
-    free = sa.or_(outbox.c.lease_until.is_(None), outbox.c.lease_until < now)
-    wanted: sa.ColumnElement[bool] = sa.true()
+    params = {"now": now, "limit": limit, "owner": owner, "until": now + lease}
     if family is not None:
-        children = sa.select(runs.c.id).where(runs.c.parent_run_id == family)
-        wanted = sa.or_(outbox.c.run_id == family, outbox.c.run_id.in_(children))
-    due = (
-        sa.select(outbox.c.id)
-        .where(outbox.c.due_at <= now, free, wanted)
-        .order_by(outbox.c.due_at, outbox.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    result = conn.execute(
-        sa.update(outbox)
-        .where(outbox.c.id.in_(due.scalar_subquery()))
-        .values(lease_owner=owner, lease_until=now + lease)
-        .returning(
-            outbox.c.id,
-            outbox.c.run_id,
-            outbox.c.kind,
-            outbox.c.step_key,
-            outbox.c.payload,
-            outbox.c.tries,
-            outbox.c.created_at,
-        )
-    )
+        params["family"] = family
+    result = conn.execute(_CLAIMS[family is not None], params)
     items = [OutboxItem(**row) for row in result.mappings()]
     return sorted(items, key=lambda item: item.id)
 

@@ -20,9 +20,35 @@ from bot.engine.states import Decision, RunState, StepState, TimerPurpose
 Record = Run | StepRun | Attempt | Approval | Vote | Timer | AuditEntry
 
 
+_NAMES: dict[type, tuple[str, ...]] = {}
+"""Field names by record class: ``dataclasses.fields`` rebuilds its answer on every call."""
+
+
+def _names(cls: type[Record]) -> tuple[str, ...]:
+    found = _NAMES.get(cls)
+    if found is None:
+        found = _NAMES[cls] = tuple(field.name for field in fields(cls))
+    return found
+
+
 def to_row(record: Record) -> dict[str, Any]:
     """Column values for ``record``, one per dataclass field."""
-    return {field.name: _plain(getattr(record, field.name)) for field in fields(record)}
+    return {name: _plain(getattr(record, name)) for name in _names(type(record))}
+
+
+def changed_columns(old: Record, new: Record) -> dict[str, Any]:
+    """Column values of the fields where ``new`` differs from ``old`` (records of one class).
+
+    Compares the fields themselves: converting both records to rows first
+    would walk the run's definition twice on every transition.
+    """
+    changed = {}
+    for name in _names(type(new)):
+        value = getattr(new, name)
+        before = getattr(old, name)
+        if value is not before and value != before:
+            changed[name] = _plain(value)
+    return changed
 
 
 def _plain(value: Any) -> Any:
@@ -44,7 +70,7 @@ def columns_of(row: sa.Row[Any], table: sa.Table) -> dict[str, Any]:
 
 
 def _values(cls: type[Record], row: Mapping[Any, Any]) -> dict[str, Any]:
-    return {field.name: row[field.name] for field in fields(cls)}
+    return {name: row[name] for name in _names(cls)}
 
 
 def run_from(row: Mapping[Any, Any]) -> Run:

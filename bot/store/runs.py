@@ -49,6 +49,64 @@ _ATTEMPTS = (
     .order_by(attempts.c.started_at, attempts.c.step_key, attempts.c.number)
 )
 """A run's attempts in the order they started."""
+_NOW = sa.bindparam("now", type_=timers.c.due_at.type)
+_LIMIT = sa.bindparam("limit", type_=sa.Integer)
+_DUE_TIMERS = (
+    sa.select(timers)
+    .where(timers.c.due_at <= _NOW)
+    .order_by(timers.c.due_at, timers.c.run_id, timers.c.step_key)
+    .limit(_LIMIT)
+)
+_EXPIRED_LEASES = (
+    sa.select(step_runs)
+    .where(step_runs.c.state == StepState.RUNNING.value, step_runs.c.lease_until < _NOW)
+    .order_by(step_runs.c.lease_until)
+    .limit(_LIMIT)
+)
+_CHILD = runs.alias("child")
+_WAITING_CHILDREN = (
+    sa.select(_CHILD.c.parent_run_id, _CHILD.c.parent_step_key, _CHILD.c.id)
+    .join(
+        step_runs,
+        sa.and_(
+            step_runs.c.run_id == _CHILD.c.parent_run_id,
+            step_runs.c.key == _CHILD.c.parent_step_key,
+        ),
+    )
+    .where(step_runs.c.state == StepState.WAITING.value, _CHILD.c.state.in_(_FINISHED))
+    .order_by(_CHILD.c.parent_run_id, _CHILD.c.parent_step_key, _CHILD.c.id)
+)
+_FAMILY = sa.bindparam("family", type_=sa.String)
+_COUNT_OUTBOX = sa.select(sa.func.count()).select_from(outbox)
+_COUNT_FAMILY_OUTBOX = _COUNT_OUTBOX.where(
+    sa.or_(
+        outbox.c.run_id == _FAMILY,
+        outbox.c.run_id.in_(sa.select(runs.c.id).where(runs.c.parent_run_id == _FAMILY)),
+    )
+)
+"""What the worker loop asks on every turn, built once: building a query cost more
+than SQLite's answer to it."""
+_ID = sa.bindparam("id", type_=sa.String)
+_RUN_BY_ID = sa.select(runs).where(runs.c.id == _ID)
+_RUNS_BY_PREFIX = (
+    sa.select(runs)
+    .where(sa.func.substr(runs.c.id, 1, sa.func.length(_ID)) == _ID)
+    .order_by(runs.c.id)
+    .limit(6)
+)
+_STEP_KEY = sa.bindparam("step_key", type_=sa.String)
+_APPROVAL = (
+    sa.select(step_runs, approvals)
+    .join(
+        approvals,
+        sa.and_(
+            approvals.c.run_id == step_runs.c.run_id,
+            approvals.c.step_key == step_runs.c.key,
+        ),
+    )
+    .where(step_runs.c.run_id == _ID, step_runs.c.key == _STEP_KEY)
+)
+"""What every vote and button asks first, built once for the same reason."""
 _RETRY_STATES = {"40P01", "40001"}
 """PostgreSQL's deadlock_detected and serialization_failure."""
 
@@ -93,8 +151,10 @@ class Store:
 
     async def get_run(self, run_id: str) -> Run:
         """The run as last committed. Raises ``RunNotFound``."""
-        query = sa.select(runs).where(runs.c.id == run_id)
-        found = await self.database.read(lambda conn: conn.execute(query).mappings().first())
+        key = {"id": run_id}
+        found = await self.database.read(
+            lambda conn: conn.execute(_RUN_BY_ID, key).mappings().first()
+        )
         if found is None:
             raise RunNotFound(f"no run {run_id}", run_id=run_id)
         return rows.run_from(found)
@@ -157,16 +217,12 @@ class Store:
         # Buttons and scripts give whole ids: the primary key answers those. For a
         # prefix, substr, not LIKE: LIKE ignores case on SQLite but not on
         # PostgreSQL, and would need its wildcards escaped.
-        exact = sa.select(runs).where(runs.c.id == prefix)
-        starting = (
-            sa.select(runs)
-            .where(sa.func.substr(runs.c.id, 1, len(prefix)) == prefix)
-            .order_by(runs.c.id)
-            .limit(6)
-        )
+        key = {"id": prefix}
 
         def work(conn: sa.Connection) -> list[Run]:
-            return _all(conn, exact, rows.run_from) or _all(conn, starting, rows.run_from)
+            return _all(conn, _RUN_BY_ID, rows.run_from, key) or _all(
+                conn, _RUNS_BY_PREFIX, rows.run_from, key
+            )
 
         found = await self.database.read(work)
         if len(found) == 1:
@@ -198,23 +254,15 @@ class Store:
 
     async def due_timers(self, now: datetime, limit: int = 200) -> list[Timer]:
         """Timers due at or before ``now``, earliest first. Fire each with ``Tx.take_timer``."""
-        query = (
-            sa.select(timers)
-            .where(timers.c.due_at <= now)
-            .order_by(timers.c.due_at, timers.c.run_id, timers.c.step_key)
-            .limit(limit)
-        )
-        return await self.database.read(lambda conn: _all(conn, query, rows.timer_from))
+        key = {"now": now, "limit": limit}
+        return await self.database.read(lambda conn: _all(conn, _DUE_TIMERS, rows.timer_from, key))
 
     async def expired_leases(self, now: datetime, limit: int = 200) -> list[StepRun]:
         """Running steps whose lease ended before ``now``: their worker died or hung."""
-        query = (
-            sa.select(step_runs)
-            .where(step_runs.c.state == StepState.RUNNING.value, step_runs.c.lease_until < now)
-            .order_by(step_runs.c.lease_until)
-            .limit(limit)
+        key = {"now": now, "limit": limit}
+        return await self.database.read(
+            lambda conn: _all(conn, _EXPIRED_LEASES, rows.step_from, key)
         )
-        return await self.database.read(lambda conn: _all(conn, query, rows.step_from))
 
     async def leased_on(self, host: str, limit: int = 10_000) -> list[StepRun]:
         """Running steps leased to a worker on ``host`` (owner ids start ``host:``).
@@ -354,17 +402,9 @@ class Store:
         A voter's groups are looked up before the vote's transaction, from the
         level this reads; the transaction then decides on fresh rows.
         """
-        query = sa.select(step_runs, approvals).join(
-            approvals,
-            sa.and_(
-                approvals.c.run_id == step_runs.c.run_id,
-                approvals.c.step_key == step_runs.c.key,
-            ),
-        )
-        query = query.where(step_runs.c.run_id == run_id, step_runs.c.key == step_key)
 
         def work(conn: sa.Connection) -> tuple[StepRun, Approval] | None:
-            row = conn.execute(query).first()
+            row = conn.execute(_APPROVAL, {"id": run_id, "step_key": step_key}).first()
             if row is None:
                 return None
             step = rows.step_from(rows.columns_of(row, step_runs))
@@ -379,21 +419,10 @@ class Store:
         transaction; this finds the cases where that was lost, so recovery can
         re-emit ``ChildFinished`` (the machine ignores duplicates).
         """
-        child = runs.alias("child")
-        query = (
-            sa.select(child.c.parent_run_id, child.c.parent_step_key, child.c.id)
-            .join(
-                step_runs,
-                sa.and_(
-                    step_runs.c.run_id == child.c.parent_run_id,
-                    step_runs.c.key == child.c.parent_step_key,
-                ),
-            )
-            .where(step_runs.c.state == StepState.WAITING.value, child.c.state.in_(_FINISHED))
-            .order_by(child.c.parent_run_id, child.c.parent_step_key, child.c.id)
-        )
         return await self.database.read(
-            lambda conn: [(parent, key, child) for parent, key, child in conn.execute(query)]
+            lambda conn: [
+                (parent, key, child) for parent, key, child in conn.execute(_WAITING_CHILDREN)
+            ]
         )
 
     async def claim_outbox(
@@ -473,11 +502,10 @@ class Store:
 
     async def count_outbox(self, *, family: str | None = None) -> int:
         """How many chat effects are not delivered yet, due or deferred (of ``family``)."""
-        query = sa.select(sa.func.count()).select_from(outbox)
-        if family is not None:
-            children = sa.select(runs.c.id).where(runs.c.parent_run_id == family)
-            query = query.where(sa.or_(outbox.c.run_id == family, outbox.c.run_id.in_(children)))
-        return await self.database.read(lambda conn: int(conn.execute(query).scalar_one()))
+        query, key = (
+            (_COUNT_OUTBOX, {}) if family is None else (_COUNT_FAMILY_OUTBOX, {"family": family})
+        )
+        return await self.database.read(lambda conn: int(conn.execute(query, key).scalar_one()))
 
 
 def _all(

@@ -21,6 +21,7 @@ from bot.engine.records import Run, Snapshot
 from bot.engine.states import TimerPurpose
 from bot.errors import OperationRefused, RunNotFound
 from bot.store import rows
+from bot.store.prepared import Prepared
 from bot.store.snapshots import SnapshotCache
 from bot.store.tables import (
     approvals,
@@ -43,7 +44,7 @@ def dialect_insert(conn: sa.Connection, table: sa.Table) -> sqlite.Insert | post
     return sqlite.insert(table)
 
 
-_UPSERTS: dict[tuple[str, str, tuple[str, ...], tuple[str, ...]], sa.Insert] = {}
+_UPSERTS: dict[tuple[str, str, tuple[str, ...], tuple[str, ...]], Prepared] = {}
 """Built upsert statements by dialect, table, columns and kept columns.
 
 Building one (``excluded`` and the ``SET`` clause) costs more than running it;
@@ -71,21 +72,23 @@ def upsert(
     if statement is None:
         insert = dialect_insert(conn, table)
         keys = [column.name for column in table.primary_key.columns]
-        statement = _UPSERTS[shape] = insert.on_conflict_do_update(
-            index_elements=keys,
-            set_={
-                name: insert.excluded[name]
-                for name in values[0]
-                if name not in keys and name not in keep
-            },
+        statement = _UPSERTS[shape] = Prepared(
+            insert.on_conflict_do_update(
+                index_elements=keys,
+                set_={
+                    name: insert.excluded[name]
+                    for name in values[0]
+                    if name not in keys and name not in keep
+                },
+            )
         )
-    conn.execute(statement, list(values))
+    statement.execute(conn, values)
 
 
 _RUN_ID = sa.bindparam("run_id", type_=sa.String)
 _RUN = sa.select(runs).where(runs.c.id == _RUN_ID)
 _RUN_LOCKED = _RUN.with_for_update()
-_VERSION_LOCKED = sa.select(runs.c.version).where(runs.c.id == _RUN_ID).with_for_update()
+_VERSION_LOCKED = Prepared(sa.select(runs.c.version).where(runs.c.id == _RUN_ID).with_for_update())
 _STEPS = sa.select(step_runs).where(step_runs.c.run_id == _RUN_ID).order_by(step_runs.c.key)
 _APPROVALS = sa.select(approvals).where(approvals.c.run_id == _RUN_ID)
 _VOTES = (
@@ -96,10 +99,22 @@ _VOTES = (
 _TIMERS = sa.select(timers).where(timers.c.run_id == _RUN_ID).order_by(timers.c.due_at)
 """The snapshot's queries, built once: every event loads a snapshot, often twice."""
 
-_UPDATE_RUN = sa.update(runs).where(
-    runs.c.id == sa.bindparam("guard_id"), runs.c.version == sa.bindparam("guard_version")
+_UPDATE_RUN = Prepared(
+    sa.update(runs).where(
+        runs.c.id == sa.bindparam("guard_id"), runs.c.version == sa.bindparam("guard_version")
+    )
 )
 """The versioned run update; its ``SET`` holds the columns of the parameters given."""
+_INSERT_RUN = Prepared(sa.insert(runs))
+_INSERT_AUDIT = Prepared(sa.insert(audit))
+_INSERT_OUTBOX = Prepared(sa.insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True))
+_CLEAR_TIMER = Prepared(
+    sa.delete(timers).where(
+        timers.c.run_id == sa.bindparam("r"),
+        timers.c.step_key == sa.bindparam("k"),
+        timers.c.purpose == sa.bindparam("p"),
+    )
+)
 
 
 def load_snapshot(conn: sa.Connection, run_id: str, *, lock: bool) -> Snapshot:
@@ -144,7 +159,7 @@ class Tx:
         A run id that exists already is an ``IntegrityError``: ids are random,
         so that means a bug, not a race to hide.
         """
-        self.conn.execute(sa.insert(runs), [rows.to_row(run)])
+        _INSERT_RUN.execute(self.conn, [rows.to_row(run)])
 
     def load(self, run_id: str, *, fresh: bool = False) -> Snapshot:
         """The run and its steps, approvals, votes and timers, with the run row locked.
@@ -157,8 +172,8 @@ class Tx:
         """
         cached = None if fresh or self._snapshots is None else self._snapshots.get(run_id)
         if cached is not None:
-            version = self.conn.execute(_VERSION_LOCKED, {"run_id": run_id}).scalar()
-            if version == cached.run.version:
+            found = _VERSION_LOCKED.rows(self.conn, [{"run_id": run_id}])
+            if found and found[0][0] == cached.run.version:
                 return cached
         snapshot = load_snapshot(self.conn, run_id, lock=True)
         self.seen[run_id] = snapshot
@@ -197,15 +212,14 @@ class Tx:
         # Only the columns that changed: the version guard proves the row still
         # equals ``before.run`` (bar ``chat``), and rewriting the definition on every
         # transition would cost more than the rest of the update.
-        old = rows.to_row(before.run)
-        values = {name: value for name, value in rows.to_row(run).items() if value != old[name]}
-        result = self.conn.execute(
-            _UPDATE_RUN, {**values, "guard_id": run.id, "guard_version": before.run.version}
+        values = rows.changed_columns(before.run, run)
+        changed = _UPDATE_RUN.execute(
+            self.conn, [{**values, "guard_id": run.id, "guard_version": before.run.version}]
         )
-        if result.rowcount != 1:
+        if changed != 1:
             raise OperationRefused("the run changed underneath; try again", run_id=run.id)
         if transition.new_runs:
-            self.conn.execute(sa.insert(runs), [rows.to_row(r) for r in transition.new_runs])
+            _INSERT_RUN.execute(self.conn, [rows.to_row(r) for r in transition.new_runs])
         upsert(self.conn, step_runs, [rows.to_row(step) for step in transition.steps])
         upsert(
             self.conn,
@@ -218,7 +232,7 @@ class Tx:
         self._clear_timers(run.id, transition.timers_cleared)
         upsert(self.conn, timers, [rows.to_row(timer) for timer in transition.timers_set])
         if transition.audit:
-            self.conn.execute(sa.insert(audit), [rows.to_row(entry) for entry in transition.audit])
+            _INSERT_AUDIT.execute(self.conn, [rows.to_row(entry) for entry in transition.audit])
         self.seen[run.id] = applied(before, transition)
         return self._add_outbox(transition, run.updated_at)
 
@@ -232,15 +246,7 @@ class Tx:
         params = [
             {"r": run_id, "k": key, "p": TimerPurpose(purpose).value} for key, purpose in cleared
         ]
-        if params:
-            self.conn.execute(
-                sa.delete(timers).where(
-                    timers.c.run_id == sa.bindparam("r"),
-                    timers.c.step_key == sa.bindparam("k"),
-                    timers.c.purpose == sa.bindparam("p"),
-                ),
-                params,
-            )
+        _CLEAR_TIMER.execute(self.conn, params)
 
     def _add_outbox(self, transition: Transition, now: datetime) -> list[int]:
         if not transition.chat:
@@ -257,10 +263,7 @@ class Tx:
             }
             for effect in transition.chat
         ]
-        result = self.conn.execute(
-            sa.insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True), params
-        )
-        return list(result.scalars())
+        return [row[0] for row in _INSERT_OUTBOX.rows(self.conn, params)]
 
     def take_timer(self, run_id: str, key: str, purpose: TimerPurpose) -> bool:
         """Delete the timer; True only for the one caller whose DELETE removed it.

@@ -131,17 +131,35 @@ def next_transition(before: Snapshot, *, now: float = 10, **fields: Any) -> Tran
 def statements_sent(store: Store) -> Iterator[list[str]]:
     """The SQL statements ``store`` sends while the block runs, first word upper-cased.
 
-    Transactions begin straight on the driver, so BEGIN and COMMIT are not listed.
+    On SQLite the driver's own trace sees every statement, the prepared ones
+    that pass SQLAlchemy by included; the database threads must have run a
+    transaction already, so that their connections are held. Transactions
+    begin and end straight on the driver, so BEGIN and COMMIT are not listed.
     """
     sent: list[str] = []
 
     def count(*args: Any) -> None:
         sent.append(args[2].split()[0].upper())
 
+    def trace(sql: str) -> None:
+        word = sql.split()[0].upper()
+        if word not in ("BEGIN", "COMMIT", "ROLLBACK"):
+            sent.append(word)
+
     engine = store.database.engine
-    sync_engine = engine if isinstance(engine, sa.Engine) else engine.sync_engine
-    sa.event.listen(sync_engine, "before_cursor_execute", count)
+    if isinstance(engine, sa.Engine):
+        drivers = store.database.driver_connections()
+        assert drivers, "no database thread holds a connection yet"
+        for driver in drivers:
+            driver.set_trace_callback(trace)
+        try:
+            yield sent
+        finally:
+            for driver in drivers:
+                driver.set_trace_callback(None)
+        return
+    sa.event.listen(engine.sync_engine, "before_cursor_execute", count)
     try:
         yield sent
     finally:
-        sa.event.remove(sync_engine, "before_cursor_execute", count)
+        sa.event.remove(engine.sync_engine, "before_cursor_execute", count)

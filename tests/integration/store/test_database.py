@@ -197,3 +197,53 @@ async def test_check_reports_an_unreachable_server() -> None:
             await database.check()
     finally:
         await database.close()
+
+
+async def test_a_cancelled_caller_does_not_undo_its_transaction(tmp_path: Path) -> None:
+    database = open_database(f"sqlite:///{tmp_path / 'r.db'}")
+    writing = threading.Event()
+    release = threading.Event()
+    try:
+        await database.write(lambda conn: conn.exec_driver_sql("CREATE TABLE t (n INTEGER)"))
+        async with asyncio.timeout(30):
+            caller = asyncio.create_task(database.write(held(writing, release)))
+            assert await asyncio.to_thread(writing.wait, 20)
+            caller.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await caller
+            release.set()
+            # Writers queue in order: once the next one is done, the first has committed.
+            await database.write(lambda conn: conn.exec_driver_sql("INSERT INTO t VALUES (2)"))
+        assert await database.read(numbers) == [1, 2]
+    finally:
+        release.set()
+        await database.close()
+
+
+async def test_a_failed_transaction_leaves_nothing_and_the_next_one_runs(tmp_path: Path) -> None:
+    database = open_database(f"sqlite:///{tmp_path / 'r.db'}")
+
+    def fails(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+        raise RuntimeError("boom")
+
+    try:
+        await database.write(lambda conn: conn.exec_driver_sql("CREATE TABLE t (n INTEGER)"))
+        with pytest.raises(RuntimeError, match="boom"):
+            await database.write(fails)
+        await database.write(lambda conn: conn.exec_driver_sql("INSERT INTO t VALUES (2)"))
+        assert await database.read(numbers) == [2]
+    finally:
+        await database.close()
+
+
+async def test_the_database_threads_keep_their_connections(tmp_path: Path) -> None:
+    database = open_database(f"sqlite:///{tmp_path / 'r.db'}")
+    try:
+        first = await database.write(lambda conn: id(conn.connection.driver_connection))
+        again = await database.write(lambda conn: id(conn.connection.driver_connection))
+        assert first == again
+        assert first in {id(driver) for driver in database.driver_connections()}
+    finally:
+        await database.close()
+    assert database.driver_connections() == []

@@ -1,0 +1,117 @@
+"""The engine's hottest statements, compiled once by SQLAlchemy and run on SQLite's driver.
+
+A transition writes half a dozen small rows. On SQLite, SQLAlchemy's execution
+path (an execution context, parameter processing by name, a result wrapper)
+cost about twice what SQLite itself spent on each of them, and most of an
+engine step. A ``Prepared`` statement is still written in Core and compiled by
+SQLAlchemy's compiler, and its values still pass through each column type's
+own bind processor (``UTCDateTime``, ``JSON``); only the per-call wrapping is
+skipped: the compiled SQL and a list of positional values go straight to the
+driver's ``executemany``.
+
+On PostgreSQL the statement runs through ``Connection.execute`` as any other:
+asyncpg's round trip dwarfs the wrapping there.
+
+Limits, checked when a statement is compiled: no ``IN`` lists or other values
+rendered at execution time, and rows read back (``RETURNING``, ``SELECT``)
+only in columns whose type needs no conversion on the way out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+from bot.store.threads import driver_of
+
+Params = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    sql: str
+    slots: tuple[tuple[str, Any, Callable[[Any], Any] | None], ...]
+    """For each ``?`` of the SQL in order: the parameter's name, the value bound in
+    the statement itself (used when the parameters lack the name), and the
+    type's bind processor."""
+
+    def values(self, params: Params) -> tuple[Any, ...]:
+        """Positional values for the driver.
+
+        A value its type refuses is a ``StatementError``, as it would be through
+        ``Connection.execute``.
+        """
+        out = []
+        try:
+            for name, default, process in self.slots:
+                value = params.get(name, default)
+                out.append(value if process is None else process(value))
+        except Exception as exc:
+            raise sa.exc.StatementError(str(exc), self.sql, None, exc) from exc
+        return tuple(out)
+
+
+class Prepared:
+    """A Core statement run with as little wrapping as the database allows."""
+
+    def __init__(self, statement: sa.Executable) -> None:
+        self.statement = statement
+        self._compiled: dict[tuple[str, ...], _Compiled] = {}
+
+    def execute(self, conn: sa.Connection, params: Sequence[Params]) -> int:
+        """Run the statement once per parameter set; the number of rows it changed."""
+        if not params:
+            return 0
+        if conn.dialect.name != "sqlite":
+            many = params[0] if len(params) == 1 else list(params)
+            result: sa.CursorResult[Any] = conn.execute(self.statement, many)
+            return result.rowcount
+        compiled = self._compile(conn.dialect, params[0])
+        cursor = driver_of(conn).executemany(compiled.sql, [compiled.values(p) for p in params])
+        return int(cursor.rowcount)
+
+    def rows(self, conn: sa.Connection, params: Sequence[Params]) -> list[tuple[Any, ...]]:
+        """The rows the statement returned (``SELECT`` or ``RETURNING``), in parameter order."""
+        if not params:
+            return []
+        if conn.dialect.name != "sqlite":
+            many = params[0] if len(params) == 1 else list(params)
+            return [tuple(row) for row in conn.execute(self.statement, many)]
+        compiled = self._compile(conn.dialect, params[0], reads=True)
+        driver = driver_of(conn)
+        found: list[tuple[Any, ...]] = []
+        for one in params:
+            found += driver.execute(compiled.sql, compiled.values(one)).fetchall()
+        return found
+
+    def _compile(self, dialect: Dialect, params: Params, *, reads: bool = False) -> _Compiled:
+        keys = tuple(sorted(params))
+        found = self._compiled.get(keys)
+        if found is None:
+            found = self._compiled[keys] = _compile(self.statement, dialect, keys, reads=reads)
+        return found
+
+
+def _compile(
+    statement: sa.Executable, dialect: Dialect, keys: tuple[str, ...], *, reads: bool
+) -> _Compiled:
+    compiled = statement.compile(dialect=dialect, column_keys=list(keys))  # type: ignore[attr-defined]
+    names = tuple(compiled.positiontup or ())
+    binds = [compiled.binds[name] for name in names]
+    if "POSTCOMPILE" in compiled.string or any(bind.expanding for bind in binds):
+        raise ValueError(f"cannot prepare a statement with values rendered late: {statement}")
+    if reads:
+        for column in statement.exported_columns:  # type: ignore[attr-defined]
+            if column.type.dialect_impl(dialect).result_processor(dialect, None) is not None:
+                raise ValueError(f"column {column} needs converting when read; use Core")
+    return _Compiled(
+        sql=compiled.string,
+        slots=tuple(
+            (name, bind.effective_value, bind.type.dialect_impl(dialect).bind_processor(dialect))
+            for name, bind in zip(names, binds, strict=True)
+        ),
+    )

@@ -1,0 +1,144 @@
+"""The threads SQLite transactions run on, each keeping one connection for its lifetime.
+
+A transaction is handed over through a queue and its result comes back with
+``call_soon_threadsafe``. ``loop.run_in_executor`` did the same through a
+``concurrent.futures.Future`` chained to an asyncio one, and checking a
+connection out of the pool and back in (with the pool's reset on return)
+added more: together about a fifth of an engine step (``bench/chain.py``).
+
+A thread runs one transaction at a time, so its connection is never shared;
+after a transaction that raised, the connection goes back to the pool, whose
+reset on return rolls back whatever is left, and the next one checks out
+another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, cast
+
+import sqlalchemy as sa
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Job(Generic[T]):
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[T]
+    work: Callable[[sa.Connection], T]
+
+    def settle(self, result: Any = None, error: BaseException | None = None) -> None:
+        # The caller's loop may have closed meanwhile (a CLI command that was
+        # interrupted): nobody is left to tell.
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(_resolve, self.future, result, error)
+
+
+def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+class DatabaseThreads:
+    """``count`` threads running transactions that begin with ``begin``, first come first served.
+
+    With one thread, transactions run one at a time in the order they were asked for.
+    """
+
+    def __init__(self, engine: sa.Engine, *, count: int, begin: str, name: str) -> None:
+        self._engine = engine
+        self._begin = begin
+        self._queue: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
+        self._drivers: set[sqlite3.Connection] = set()
+        self._lock = threading.Lock()
+        # Daemon threads: a process that exits without closing the database
+        # must not hang on them; an unfinished transaction is rolled back.
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"{name}-{n}", daemon=True)
+            for n in range(count)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    async def run(self, work: Callable[[sa.Connection], T]) -> T:
+        """Run ``work`` in a transaction on one of the threads; its result or its exception.
+
+        If the caller is cancelled meanwhile, the transaction still ends as
+        ``work`` does: cancellation never leaves half a transaction, nor undoes one.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Job(loop, future, work))
+        return await future
+
+    def drivers(self) -> list[sqlite3.Connection]:
+        """The SQLite connections the threads hold now."""
+        with self._lock:
+            return list(self._drivers)
+
+    def close(self) -> None:
+        """Let queued transactions finish, then stop the threads and close their connections."""
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
+
+    def _serve(self) -> None:
+        held: tuple[sa.Connection, sqlite3.Connection] | None = None
+        try:
+            while (job := self._queue.get()) is not None:
+                if held is None:
+                    held = self._connect()
+                try:
+                    result = self._transact(held[0], job.work)
+                except BaseException as exc:
+                    self._release(*held)
+                    held = None
+                    job.settle(error=exc)
+                else:
+                    job.settle(result)
+        finally:
+            if held is not None:
+                self._release(*held)
+
+    def _transact(self, conn: sa.Connection, work: Callable[[sa.Connection], T]) -> T:
+        """SQLAlchemy's documented pysqlite recipe for BEGIN, minus its event.
+
+        The driver is left in autocommit mode (see ``db._configure_sqlite``) and
+        the BEGIN is sent here, straight to the driver. The recipe sends it from
+        an engine ``begin`` event, but any engine-level event puts every
+        statement on SQLAlchemy's slower dispatch path: about a fifth of each
+        statement's cost. SQLAlchemy still ends the transaction: COMMIT, or
+        ROLLBACK if ``work`` raises.
+        """
+        with conn.begin():
+            driver_of(conn).execute(self._begin)
+            return work(conn)
+
+    def _connect(self) -> tuple[sa.Connection, sqlite3.Connection]:
+        conn = self._engine.connect()
+        driver = driver_of(conn)
+        with self._lock:
+            self._drivers.add(driver)
+        return conn, driver
+
+    def _release(self, conn: sa.Connection, driver: sqlite3.Connection) -> None:
+        with self._lock:
+            self._drivers.discard(driver)
+        conn.close()
+
+
+def driver_of(conn: sa.Connection) -> sqlite3.Connection:
+    """The SQLite driver's connection under a SQLAlchemy one."""
+    return cast(sqlite3.Connection, conn.connection.driver_connection)

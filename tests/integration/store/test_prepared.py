@@ -1,0 +1,55 @@
+"""Prepared statements write what Core writes, and refuse what they cannot run as Core would."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from bot.store import open_database
+from bot.store.prepared import Prepared
+
+metadata = sa.MetaData()
+things = sa.Table(
+    "things",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("at", sa.DateTime(timezone=True)),
+    sa.Column("data", sa.JSON(none_as_null=True)),
+    sa.Column("name", sa.String),
+)
+AT = datetime(2026, 1, 2, 3, 4, 5, 600_000, tzinfo=UTC)
+
+
+async def test_values_pass_through_their_types_as_with_core(tmp_path: Path) -> None:
+    database = open_database(f"sqlite:///{tmp_path / 'r.db'}")
+    rows = [{"id": 1, "at": AT, "data": {"a": [1, 2]}, "name": "x"}]
+    try:
+        await database.write(lambda conn: metadata.create_all(conn))
+        await database.write(lambda conn: conn.execute(sa.insert(things), rows))
+        prepared = Prepared(sa.insert(things))
+        await database.write(lambda conn: prepared.execute(conn, [{**rows[0], "id": 2}]))
+        raw = await database.read(
+            lambda conn: conn.exec_driver_sql("SELECT at, data, name FROM things ORDER BY id").all()
+        )
+        assert raw[0] == raw[1], "stored exactly as Core stores them"
+    finally:
+        await database.close()
+
+
+async def test_statements_it_cannot_run_as_core_would_are_refused(tmp_path: Path) -> None:
+    database = open_database(f"sqlite:///{tmp_path / 'r.db'}")
+    listed = Prepared(
+        sa.select(things.c.id).where(things.c.id.in_(sa.bindparam("ids", expanding=True)))
+    )
+    converted = Prepared(sa.select(things.c.data).where(things.c.id == sa.bindparam("id")))
+    try:
+        await database.write(lambda conn: metadata.create_all(conn))
+        with pytest.raises(ValueError, match="rendered late"):
+            await database.read(lambda conn: listed.rows(conn, [{"ids": [1]}]))
+        with pytest.raises(ValueError, match="needs converting"):
+            await database.read(lambda conn: converted.rows(conn, [{"id": 1}]))
+    finally:
+        await database.close()
