@@ -12,9 +12,9 @@ driver's ``executemany``.
 On PostgreSQL the statement runs through ``Connection.execute`` as any other:
 asyncpg's round trip dwarfs the wrapping there.
 
-Limits, checked when a statement is compiled: no ``IN`` lists or other values
-rendered at execution time, and rows read back (``RETURNING``, ``SELECT``)
-only in columns whose type needs no conversion on the way out.
+Rows read back (``SELECT``, ``RETURNING``) pass through each column type's
+result processor in the same way. The one limit, checked when a statement is
+compiled: no ``IN`` lists or other values rendered at execution time.
 """
 
 from __future__ import annotations
@@ -38,6 +38,17 @@ class _Compiled:
     """For each ``?`` of the SQL in order: the parameter's name, the value bound in
     the statement itself (used when the parameters lack the name), and the
     type's bind processor."""
+    results: tuple[Callable[[Any], Any] | None, ...] = ()
+    """Each returned column's result processor."""
+
+    def row(self, found: tuple[Any, ...]) -> tuple[Any, ...]:
+        """A row as SQLAlchemy would return it."""
+        if not any(self.results):
+            return found
+        return tuple(
+            value if process is None else process(value)
+            for value, process in zip(found, self.results, strict=True)
+        )
 
     def values(self, params: Params) -> tuple[Any, ...]:
         """Positional values for the driver.
@@ -61,6 +72,9 @@ class Prepared:
     def __init__(self, statement: sa.Executable) -> None:
         self.statement = statement
         self._compiled: dict[tuple[str, ...], _Compiled] = {}
+        returned = getattr(statement, "exported_columns", ())
+        self.keys: tuple[str, ...] = tuple(column.key for column in returned)
+        """Names of the columns a ``SELECT`` or ``RETURNING`` gives back, in order."""
 
     def execute(self, conn: sa.Connection, params: Sequence[Params]) -> int:
         """Run the statement once per parameter set; the number of rows it changed."""
@@ -81,37 +95,40 @@ class Prepared:
         if conn.dialect.name != "sqlite":
             many = params[0] if len(params) == 1 else list(params)
             return [tuple(row) for row in conn.execute(self.statement, many)]
-        compiled = self._compile(conn.dialect, params[0], reads=True)
+        compiled = self._compile(conn.dialect, params[0])
         driver = driver_of(conn)
         found: list[tuple[Any, ...]] = []
         for one in params:
-            found += driver.execute(compiled.sql, compiled.values(one)).fetchall()
+            found += map(compiled.row, driver.execute(compiled.sql, compiled.values(one)))
         return found
 
-    def _compile(self, dialect: Dialect, params: Params, *, reads: bool = False) -> _Compiled:
+    def mappings(self, conn: sa.Connection, params: Params) -> list[dict[str, Any]]:
+        """The rows of one run of the statement, each a dict by column key."""
+        keys = self.keys
+        return [dict(zip(keys, row, strict=True)) for row in self.rows(conn, [params])]
+
+    def _compile(self, dialect: Dialect, params: Params) -> _Compiled:
         keys = tuple(sorted(params))
         found = self._compiled.get(keys)
         if found is None:
-            found = self._compiled[keys] = _compile(self.statement, dialect, keys, reads=reads)
+            found = self._compiled[keys] = _compile(self.statement, dialect, keys)
         return found
 
 
-def _compile(
-    statement: sa.Executable, dialect: Dialect, keys: tuple[str, ...], *, reads: bool
-) -> _Compiled:
+def _compile(statement: sa.Executable, dialect: Dialect, keys: tuple[str, ...]) -> _Compiled:
     compiled = statement.compile(dialect=dialect, column_keys=list(keys))  # type: ignore[attr-defined]
     names = tuple(compiled.positiontup or ())
     binds = [compiled.binds[name] for name in names]
     if "POSTCOMPILE" in compiled.string or any(bind.expanding for bind in binds):
         raise ValueError(f"cannot prepare a statement with values rendered late: {statement}")
-    if reads:
-        for column in statement.exported_columns:  # type: ignore[attr-defined]
-            if column.type.dialect_impl(dialect).result_processor(dialect, None) is not None:
-                raise ValueError(f"column {column} needs converting when read; use Core")
+    returned = getattr(statement, "exported_columns", ())
     return _Compiled(
         sql=compiled.string,
         slots=tuple(
             (name, bind.effective_value, bind.type.dialect_impl(dialect).bind_processor(dialect))
             for name, bind in zip(names, binds, strict=True)
+        ),
+        results=tuple(
+            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in returned
         ),
     )

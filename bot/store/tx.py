@@ -87,16 +87,18 @@ def upsert(
 
 _RUN_ID = sa.bindparam("run_id", type_=sa.String)
 _RUN = sa.select(runs).where(runs.c.id == _RUN_ID)
-_RUN_LOCKED = _RUN.with_for_update()
+_RUNS = {False: Prepared(_RUN), True: Prepared(_RUN.with_for_update())}
 _VERSION_LOCKED = Prepared(sa.select(runs.c.version).where(runs.c.id == _RUN_ID).with_for_update())
-_STEPS = sa.select(step_runs).where(step_runs.c.run_id == _RUN_ID).order_by(step_runs.c.key)
-_APPROVALS = sa.select(approvals).where(approvals.c.run_id == _RUN_ID)
-_VOTES = (
+_STEPS = Prepared(
+    sa.select(step_runs).where(step_runs.c.run_id == _RUN_ID).order_by(step_runs.c.key)
+)
+_APPROVALS = Prepared(sa.select(approvals).where(approvals.c.run_id == _RUN_ID))
+_VOTES = Prepared(
     sa.select(votes)
     .where(votes.c.run_id == _RUN_ID)
     .order_by(votes.c.at, votes.c.step_key, votes.c.voter)
 )
-_TIMERS = sa.select(timers).where(timers.c.run_id == _RUN_ID).order_by(timers.c.due_at)
+_TIMERS = Prepared(sa.select(timers).where(timers.c.run_id == _RUN_ID).order_by(timers.c.due_at))
 """The snapshot's queries, built once: every event loads a snapshot, often twice."""
 
 _UPDATE_RUN = Prepared(
@@ -120,19 +122,15 @@ _CLEAR_TIMER = Prepared(
 def load_snapshot(conn: sa.Connection, run_id: str, *, lock: bool) -> Snapshot:
     """Read one run and every row the machine needs; ``lock`` takes the run row's lock."""
     key = {"run_id": run_id}
-    row = (conn.execute(_RUN_LOCKED if lock else _RUN, key)).mappings().first()
-    if row is None:
+    found = _RUNS[lock].mappings(conn, key)
+    if not found:
         raise RunNotFound(f"no run {run_id}", run_id=run_id)
-    steps = conn.execute(_STEPS, key)
-    asked = conn.execute(_APPROVALS, key)
-    ballots = conn.execute(_VOTES, key)
-    alarms = conn.execute(_TIMERS, key)
     return Snapshot(
-        run=rows.run_from(row),
-        steps={step.key: step for step in map(rows.step_from, steps.mappings())},
-        approvals={a.step_key: a for a in map(rows.approval_from, asked.mappings())},
-        votes=tuple(map(rows.vote_from, ballots.mappings())),
-        timers=tuple(map(rows.timer_from, alarms.mappings())),
+        run=rows.run_from(found[0]),
+        steps={step.key: step for step in map(rows.step_from, _STEPS.mappings(conn, key))},
+        approvals={a.step_key: a for a in map(rows.approval_from, _APPROVALS.mappings(conn, key))},
+        votes=tuple(map(rows.vote_from, _VOTES.mappings(conn, key))),
+        timers=tuple(map(rows.timer_from, _TIMERS.mappings(conn, key))),
     )
 
 
@@ -160,16 +158,20 @@ class Tx:
         so that means a bug, not a race to hide.
         """
         _INSERT_RUN.execute(self.conn, [rows.to_row(run)])
+        self.seen[run.id] = Snapshot(run=run, steps={})
 
     def load(self, run_id: str, *, fresh: bool = False) -> Snapshot:
         """The run and its steps, approvals, votes and timers, with the run row locked.
 
         Every writer of a run's rows loads it first, so writers of one run
-        queue here (``FOR UPDATE`` on PostgreSQL). A snapshot this process
-        committed is reused while the run's version has not moved; ``fresh``
+        queue here (``FOR UPDATE`` on PostgreSQL). A run this transaction
+        inserted, read or wrote already is answered from memory, and a snapshot
+        this process committed is reused while the run's version has not moved; ``fresh``
         reads everything, for events that judge leases or timers, which change
         without a new version. Raises ``RunNotFound``.
         """
+        if not fresh and run_id in self.seen:
+            return self.seen[run_id]
         cached = None if fresh or self._snapshots is None else self._snapshots.get(run_id)
         if cached is not None:
             found = _VERSION_LOCKED.rows(self.conn, [{"run_id": run_id}])
@@ -220,6 +222,7 @@ class Tx:
             raise OperationRefused("the run changed underneath; try again", run_id=run.id)
         if transition.new_runs:
             _INSERT_RUN.execute(self.conn, [rows.to_row(r) for r in transition.new_runs])
+            self.seen.update({r.id: Snapshot(run=r, steps={}) for r in transition.new_runs})
         upsert(self.conn, step_runs, [rows.to_row(step) for step in transition.steps])
         upsert(
             self.conn,

@@ -39,17 +39,34 @@ async def test_values_pass_through_their_types_as_with_core(tmp_path: Path) -> N
         await database.close()
 
 
-async def test_statements_it_cannot_run_as_core_would_are_refused(tmp_path: Path) -> None:
+async def test_rows_read_back_are_converted_as_with_core(tmp_path: Path) -> None:
+    database = open_database(f"sqlite:///{tmp_path / 'r.db'}")
+    select = sa.select(things).where(things.c.id == sa.bindparam("id"))
+    try:
+        await database.write(lambda conn: metadata.create_all(conn))
+        await database.write(
+            lambda conn: conn.execute(
+                sa.insert(things), [{"id": 1, "at": AT, "data": {"a": [1]}, "name": "x"}]
+            )
+        )
+        core = await database.read(
+            lambda conn: dict(conn.execute(select, {"id": 1}).one()._mapping)
+        )
+        prepared = await database.read(lambda conn: Prepared(select).mappings(conn, {"id": 1}))
+        assert prepared == [core]
+        assert core["data"] == {"a": [1]}
+    finally:
+        await database.close()
+
+
+async def test_values_rendered_at_execution_are_refused(tmp_path: Path) -> None:
     database = open_database(f"sqlite:///{tmp_path / 'r.db'}")
     listed = Prepared(
         sa.select(things.c.id).where(things.c.id.in_(sa.bindparam("ids", expanding=True)))
     )
-    converted = Prepared(sa.select(things.c.data).where(things.c.id == sa.bindparam("id")))
     try:
         await database.write(lambda conn: metadata.create_all(conn))
         with pytest.raises(ValueError, match="rendered late"):
             await database.read(lambda conn: listed.rows(conn, [{"ids": [1]}]))
-        with pytest.raises(ValueError, match="needs converting"):
-            await database.read(lambda conn: converted.rows(conn, [{"id": 1}]))
     finally:
         await database.close()
