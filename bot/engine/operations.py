@@ -155,8 +155,7 @@ class Operations:
         fields: dict[str, Any] | None = None,
     ) -> str:
         """Cast a vote; returns what to tell the voter. Raises VoteRefused with the reason."""
-        run = await self.store.find_run(run_ref)
-        asked = await self.store.approval(run.id, step_key)
+        run, asked = await self.store.find_approval(run_ref, step_key)
         if asked is None:
             raise StepNotFound(f"run {run.id} has no approval `{step_key}` waiting")
         row, approval = asked

@@ -208,34 +208,32 @@ class Store:
         least ``MIN_PREFIX`` characters is enough. No match, a too-short prefix
         or several matches raise ``RunNotFound``; the message lists candidates.
         """
-        prefix = prefix.strip()
-        if len(prefix) < MIN_PREFIX:
-            raise RunNotFound(
-                f"type at least {MIN_PREFIX} characters of the run id (got {prefix!r})",
-                run_id=prefix,
-            )
-        # Buttons and scripts give whole ids: the primary key answers those. For a
-        # prefix, substr, not LIKE: LIKE ignores case on SQLite but not on
-        # PostgreSQL, and would need its wildcards escaped.
-        key = {"id": prefix}
+        prefix = _checked_prefix(prefix)
+        return _one_run(prefix, await self.database.read(lambda conn: _runs_by_ref(conn, prefix)))
 
-        def work(conn: sa.Connection) -> list[Run]:
-            return _all(conn, _RUN_BY_ID, rows.run_from, key) or _all(
-                conn, _RUNS_BY_PREFIX, rows.run_from, key
-            )
+    async def find_approval(
+        self, prefix: str, step_key: str
+    ) -> tuple[Run, tuple[StepRun, Approval] | None]:
+        """``find_run``, and the step with its approval request (None if it asks nobody).
 
-        found = await self.database.read(work)
-        if len(found) == 1:
-            return found[0]
-        if not found:
-            raise RunNotFound(f"no run id starts with {prefix!r}", run_id=prefix)
-        shown = ", ".join(run.id for run in found[:5])
-        more = ", …" if len(found) > 5 else ""
-        raise RunNotFound(
-            f"{prefix!r} matches several runs ({shown}{more}); type more of the id",
-            run_id=prefix,
-            candidates=[run.id for run in found[:5]],
-        )
+        One read for what a vote looks up first: the voter's groups are looked up
+        from the level this reads; the vote's transaction then decides on fresh rows.
+        """
+        prefix = _checked_prefix(prefix)
+
+        def work(conn: sa.Connection) -> tuple[list[Run], sa.Row[Any] | None]:
+            found = _runs_by_ref(conn, prefix)
+            if len(found) != 1:
+                return found, None
+            key = {"id": found[0].id, "step_key": step_key}
+            return found, conn.execute(_APPROVAL, key).first()
+
+        found, row = await self.database.read(work)
+        run = _one_run(prefix, found)
+        if row is None:
+            return run, None
+        step = rows.step_from(rows.columns_of(row, step_runs))
+        return run, (step, rows.approval_from(rows.columns_of(row, approvals)))
 
     async def attempts(self, run_id: str) -> list[Attempt]:
         """Every attempt of every step of the run, in the order they started."""
@@ -396,22 +394,6 @@ class Store:
 
         return await self.database.read(work)
 
-    async def approval(self, run_id: str, step_key: str) -> tuple[StepRun, Approval] | None:
-        """The step and its approval request, or None if the step asks nobody.
-
-        A voter's groups are looked up before the vote's transaction, from the
-        level this reads; the transaction then decides on fresh rows.
-        """
-
-        def work(conn: sa.Connection) -> tuple[StepRun, Approval] | None:
-            row = conn.execute(_APPROVAL, {"id": run_id, "step_key": step_key}).first()
-            if row is None:
-                return None
-            step = rows.step_from(rows.columns_of(row, step_runs))
-            return step, rows.approval_from(rows.columns_of(row, approvals))
-
-        return await self.database.read(work)
-
     async def waiting_children(self) -> list[tuple[str, str, str]]:
         """``(parent_run_id, step_key, child_run_id)`` where a finished child's parent still waits.
 
@@ -506,6 +488,44 @@ class Store:
             (_COUNT_OUTBOX, {}) if family is None else (_COUNT_FAMILY_OUTBOX, {"family": family})
         )
         return await self.database.read(lambda conn: int(conn.execute(query, key).scalar_one()))
+
+
+def _checked_prefix(prefix: str) -> str:
+    prefix = prefix.strip()
+    if len(prefix) < MIN_PREFIX:
+        raise RunNotFound(
+            f"type at least {MIN_PREFIX} characters of the run id (got {prefix!r})",
+            run_id=prefix,
+        )
+    return prefix
+
+
+def _runs_by_ref(conn: sa.Connection, prefix: str) -> list[Run]:
+    """The run with id ``prefix``, or else the first few whose id starts with it.
+
+    Buttons and scripts give whole ids: the primary key answers those. For a
+    prefix, substr, not LIKE: LIKE ignores case on SQLite but not on
+    PostgreSQL, and would need its wildcards escaped.
+    """
+    key = {"id": prefix}
+    return _all(conn, _RUN_BY_ID, rows.run_from, key) or _all(
+        conn, _RUNS_BY_PREFIX, rows.run_from, key
+    )
+
+
+def _one_run(prefix: str, found: list[Run]) -> Run:
+    """The one run ``prefix`` names; ``RunNotFound`` listing candidates otherwise."""
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise RunNotFound(f"no run id starts with {prefix!r}", run_id=prefix)
+    shown = ", ".join(run.id for run in found[:5])
+    more = ", …" if len(found) > 5 else ""
+    raise RunNotFound(
+        f"{prefix!r} matches several runs ({shown}{more}); type more of the id",
+        run_id=prefix,
+        candidates=[run.id for run in found[:5]],
+    )
 
 
 def _all(
