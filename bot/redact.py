@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote, quote_plus
 
@@ -38,20 +39,30 @@ def _variants(secret: str) -> set[str]:
     return {secret, quote(secret, safe=""), quote_plus(secret), json.dumps(secret)[1:-1]}
 
 
+@lru_cache(maxsize=64)
+def _pattern(secrets: frozenset[str]) -> re.Pattern[str] | None:
+    """One pattern for every form of every secret, or None when there is nothing to mask.
+
+    Built once per distinct set of secrets: an HTTP step builds a redactor for each
+    attempt from its run's secrets, and the forms cost more to build than the request.
+    """
+    forms = {
+        form
+        for secret in secrets
+        if len(secret) >= MIN_SECRET_LENGTH
+        for form in _variants(secret)
+        if len(form) >= MIN_SECRET_LENGTH
+    }
+    # Longest first, so a secret that contains another is masked whole.
+    ordered = sorted(forms, key=lambda form: (-len(form), form))
+    return re.compile("|".join(map(re.escape, ordered))) if ordered else None
+
+
 class Redactor:
     """Replaces known secret values with ``***``; pure and cheap to build per run."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        forms = {
-            form
-            for secret in secrets
-            if len(secret) >= MIN_SECRET_LENGTH
-            for form in _variants(secret)
-            if len(form) >= MIN_SECRET_LENGTH
-        }
-        # Longest first, so a secret that contains another is masked whole.
-        ordered = sorted(forms, key=lambda form: (-len(form), form))
-        self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        self._pattern = _pattern(frozenset(secrets))
 
     def mask(self, text: str) -> str:
         """``text`` with every occurrence of a secret replaced by ``***``."""

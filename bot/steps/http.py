@@ -19,9 +19,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import urllib.request
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
+from http.client import HTTPResponse
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from urllib.parse import urlencode
 
@@ -80,6 +83,17 @@ def prepare(
     Raises ``TemplateError`` when a template fails or a rendered value would make
     an unsafe request, and ``ConfigError`` when the step's service has no URL.
     """
+    return _prepare(step, scope=scope, services=services, idempotency_key=idempotency_key)[0]
+
+
+def _prepare(
+    step: HttpStep, *, scope: Scope, services: Mapping[str, str], idempotency_key: str
+) -> tuple[PreparedRequest, httpx.URL]:
+    """``prepare``, plus its URL as parsed and checked.
+
+    The executor sends that very object: ``build_request`` would otherwise parse
+    ``url`` a second time, and what is sent can never differ from what was checked.
+    """
     if step.url is not None:
         origin = _literal_origin(step.url)
         rendered = render(step.url, scope, url=True)
@@ -99,14 +113,15 @@ def prepare(
             url = url.copy_merge_params({k: render(v, scope) for k, v in step.query.items()})
     except httpx.InvalidURL as exc:
         raise TemplateError(f"the rendered url is not valid: {exc}") from None
-    expected = httpx.URL(origin)  # parsed without error by _checked_origin
+    expected = _origin_url(origin)  # parsed without error by _checked_origin
     if _origin_of(url) != _origin_of(expected):
         raise TemplateError(
             f"the rendered url points at {url.host!r}, not at {expected.host!r}; "
             "values may not change the host"
         )
     headers, content = _headers_and_body(step, scope, idempotency_key)
-    return PreparedRequest(method=step.method, url=str(url), headers=headers, content=content)
+    prepared = PreparedRequest(method=step.method, url=str(url), headers=headers, content=content)
+    return prepared, url
 
 
 def _literal_origin(source: str) -> str:
@@ -136,12 +151,22 @@ def _service_origin(name: str, services: Mapping[str, str]) -> str:
 
 def _checked_origin(origin: str, what: str, error: type[RelayError]) -> str:
     try:
-        url = httpx.URL(origin)
+        url = _origin_url(origin)
     except httpx.InvalidURL as exc:
         raise error(f"{what} has an invalid host: {exc}") from None
     if url.scheme not in ("http", "https") or not url.host:
         raise error(f"{what} must be an http or https URL with a host")
     return origin
+
+
+@lru_cache(maxsize=256)
+def _origin_url(origin: str) -> httpx.URL:
+    """``origin`` parsed once per distinct value, not on every request.
+
+    Origins come from flow files and services' base URLs, never from run input, so a
+    few of them are checked again on every request of every run.
+    """
+    return httpx.URL(origin)
 
 
 def _origin_of(url: httpx.URL) -> tuple[str, str, int | None, str]:
@@ -205,6 +230,18 @@ def _header_value(name: str, value: str) -> str:
 # ---------------------------------------------------------------- the client
 
 
+class _NoCookies(CookieJar):
+    """A jar that keeps no cookies, without parsing the ones it would refuse.
+
+    httpx hands the jar every response, and the policy alone would refuse each cookie
+    only after reading all the headers into an ``email`` message. The policy stays,
+    so that a cookie set on the client by hand is never sent either.
+    """
+
+    def extract_cookies(self, response: HTTPResponse, request: urllib.request.Request) -> None:
+        """Refuse every cookie of ``response`` without reading its headers."""
+
+
 def make_http_client() -> httpx.AsyncClient:
     """The one HTTP client of the process, shared by every HTTP step.
 
@@ -222,7 +259,7 @@ def make_http_client() -> httpx.AsyncClient:
         transport=httpx.AsyncHTTPTransport(limits=limits, retries=0, trust_env=False),
         trust_env=False,
         follow_redirects=False,
-        cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
+        cookies=_NoCookies(policy=DefaultCookiePolicy(allowed_domains=[])),
     )
 
 
@@ -281,7 +318,7 @@ class HttpExecutor:
                 message=f"service `{step.service}` has no base URL{hint}", retryable=False
             )
         try:
-            prepared = prepare(
+            prepared, url = _prepare(
                 step,
                 scope=context.scope,
                 services=context.services,
@@ -299,7 +336,7 @@ class HttpExecutor:
         )
         request = self._client.build_request(
             prepared.method,
-            prepared.url,
+            url,
             headers=list(prepared.headers),
             content=prepared.content,
             timeout=httpx.Timeout(attempt.seconds),

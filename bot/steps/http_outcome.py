@@ -14,7 +14,7 @@ import codecs
 import json
 import socket
 import ssl
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -50,12 +50,16 @@ class Attempt:
 
     async def _accepted(self, response: httpx.Response) -> Outcome:
         cap = self.step.max_response_bytes
-        declared = response.headers.get("content-length", "")
+        # Each lookup on ``response.headers`` scans them all; ``items()`` takes one pass
+        # and joins repeated headers with ", " just as those lookups do.
+        headers = dict(response.headers.items())
+        content_type = headers.get("content-type", "")
+        declared = headers.get("content-length", "")
         too_long = (
             declared.isdigit()
             and int(declared) > cap
             and response.request.method != "HEAD"
-            and "content-encoding" not in response.headers
+            and "content-encoding" not in headers
         )
         body, complete = (b"", False) if too_long else await _read(response, cap)
         if not complete:
@@ -65,12 +69,11 @@ class Attempt:
                 retryable=False,
                 status=response.status_code,
             )
-        headers = {name: ", ".join(response.headers.get_list(name)) for name in response.headers}
         return Succeeded(
             output={
                 "status": response.status_code,
                 "headers": self.redactor.mask_data(headers),
-                "json": self.redactor.mask_data(_json(response, body), by_name=False),
+                "json": self.redactor.mask_data(_json(content_type, body), by_name=False),
                 "text": self.redactor.mask(_decode(response, body)),
             },
             status=response.status_code,
@@ -169,13 +172,25 @@ async def _read(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
     """Up to ``limit`` decoded bytes of the body, and whether that was all of it."""
     chunks: list[bytes] = []
     size = 0
-    async for chunk in response.aiter_bytes():
+    async for chunk in _decoded(response):
         size += len(chunk)
         if size > limit:
             chunks.append(chunk[: len(chunk) - (size - limit)])
             return b"".join(chunks), False
         chunks.append(chunk)
     return b"".join(chunks), True
+
+
+def _decoded(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The body's chunks with any Content-Encoding undone.
+
+    Without one, httpx's decoding changes nothing but still costs a decoder and a
+    chunker per response, so a fresh stream is read raw. A body httpx already holds
+    (a response built with its content) can only be read through ``aiter_bytes``.
+    """
+    if response.is_stream_consumed or "content-encoding" in response.headers:
+        return response.aiter_bytes()
+    return response.aiter_raw()
 
 
 def _decode(response: httpx.Response, body: bytes) -> str:
@@ -187,9 +202,9 @@ def _decode(response: httpx.Response, body: bytes) -> str:
     return body.decode(encoding, errors="replace")
 
 
-def _json(response: httpx.Response, body: bytes) -> object:
-    content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
-    if not (content_type == "application/json" or content_type.endswith("+json")):
+def _json(content_type: str, body: bytes) -> object:
+    media_type = content_type.split(";")[0].strip().lower()
+    if not (media_type == "application/json" or media_type.endswith("+json")):
         return None
     try:
         return json.loads(body)

@@ -331,6 +331,14 @@ def test_redactor_without_secrets_changes_nothing() -> None:
     assert Redactor().mask("anything at all") == "anything at all"
 
 
+def test_redactors_mask_their_own_secrets_whatever_was_built_before() -> None:
+    text = "abcd efgh"
+    assert Redactor(["abcd"]).mask(text) == "*** efgh"
+    assert Redactor(["efgh"]).mask(text) == "abcd ***"
+    assert Redactor(["efgh", "abcd"]).mask(text) == Redactor(["abcd", "efgh"]).mask(text)
+    assert Redactor(iter(["abcd"])).mask(text) == "*** efgh"
+
+
 # ---------------------------------------------------------------- the host allowlist
 
 

@@ -3,6 +3,7 @@ everything that touches the network is tested against real servers in integratio
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -67,6 +68,63 @@ async def test_non_json_content_type_gives_text_only(send: Any) -> None:
     assert isinstance(outcome, Succeeded)
     assert outcome.output["json"] is None
     assert outcome.output["text"] == '{"looks": "like json"}'
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain",
+        "text/plain; charset=utf-8",
+        "text/plain; charset=ISO-8859-1",
+        'text/plain; charset="windows-1252"',
+        "text/plain; CHARSET=Latin-1",
+        "text/plain; charset*=utf-8''latin-1",
+        "text/plain; charset=no-such-codec",
+        "text/plain; charset=",
+        "text/plain; charset=ünïcode",
+        "",
+    ],
+)
+async def test_text_is_decoded_as_httpx_reads_the_charset(send: Any, content_type: str) -> None:
+    body = "café déjà vu".encode("latin-1")
+    headers = {"Content-Type": content_type.encode()} if content_type else {}
+    outcome = await send(status(200, content=body, headers=headers))
+    declared = httpx.Response(200, headers=headers).charset_encoding or "utf-8"
+    try:
+        expected = body.decode(declared, errors="replace")
+    except LookupError:
+        expected = body.decode("utf-8", errors="replace")
+    assert isinstance(outcome, Succeeded)
+    assert outcome.output["text"] == expected
+
+
+def streamed(body: bytes, **headers: str) -> Reply:
+    """A reply whose body arrives as a stream, as from a server, not already read."""
+    return lambda request: httpx.Response(200, headers=headers, stream=httpx.ByteStream(body))
+
+
+async def test_a_compressed_body_is_decoded(send: Any) -> None:
+    body = gzip.compress(b'{"sku": "SKU-1"}')
+    reply = streamed(body, **{"Content-Type": "application/json", "Content-Encoding": "gzip"})
+    outcome = await send(reply)
+    assert isinstance(outcome, Succeeded)
+    assert outcome.output["json"] == {"sku": "SKU-1"}
+    assert outcome.output["text"] == '{"sku": "SKU-1"}'
+
+
+async def test_the_cap_counts_decoded_bytes(send: Any) -> None:
+    body = gzip.compress(b"x" * 5000)
+    outcome = await send(streamed(body, **{"Content-Encoding": "gzip"}), max_response_bytes=1000)
+    assert isinstance(outcome, Failed)
+    assert "larger than 1000 bytes" in outcome.message
+
+
+@pytest.mark.parametrize(("size", "ok"), [(100, True), (101, False)])
+async def test_a_streamed_body_without_length_is_capped(send: Any, size: int, ok: bool) -> None:
+    outcome = await send(streamed(b"x" * size), max_response_bytes=100)
+    assert isinstance(outcome, Succeeded) == ok
+    if ok:
+        assert outcome.output["text"] == "x" * size
 
 
 async def test_broken_json_gives_none(send: Any) -> None:
