@@ -16,6 +16,7 @@ from typing import Any
 from bot.engine.move import flow_of
 from bot.engine.ports import Chat, RunView
 from bot.engine.runner import Clock
+from bot.errors import RunNotFound
 
 log = logging.getLogger("relay.outbox")
 
@@ -67,7 +68,11 @@ class Outbox:
             collapsible = item.kind in ("run", "approval")
             tag = "" if collapsible else str(item.id)
             groups.setdefault((item.run_id, item.kind, item.step_key + tag), []).append(item)
-        views: dict[str, RunView] = {}
+        found = await self.store.snapshots_with_attempts([run_id for run_id, _, _ in groups])
+        views = {
+            run_id: RunView(snapshot=snapshot, flow=flow_of(snapshot.run), attempts=tuple(tried))
+            for run_id, (snapshot, tried) in found.items()
+        }
         # Delivered items are deleted together at the end: one write for the batch
         # instead of one per run. Dying before that only repeats deliveries, which
         # the chat must already bear (at least once).
@@ -77,11 +82,7 @@ class Outbox:
             try:
                 view = views.get(run_id)
                 if view is None:
-                    snapshot, attempts = await self.store.snapshot_with_attempts(run_id)
-                    view = RunView(
-                        snapshot=snapshot, flow=flow_of(snapshot.run), attempts=tuple(attempts)
-                    )
-                    views[run_id] = view
+                    raise RunNotFound(f"no run {run_id}", run_id=run_id)
                 await self._send(kind, group[-1].step_key, view)
             except Exception as exc:
                 tries = max(item.tries for item in group) + 1

@@ -26,6 +26,7 @@ from bot.store import rows
 from bot.store.db import Database
 from bot.store.migrate import migrate
 from bot.store.outbox import OutboxItem
+from bot.store.prepared import Prepared
 from bot.store.snapshots import SnapshotCache
 from bot.store.tables import (
     approvals,
@@ -43,7 +44,7 @@ MIN_PREFIX = 4
 """Shortest run-id prefix ``find_run`` accepts: shorter ones match too many runs."""
 
 _FINISHED = [state.value for state in RunState if state.finished]
-_ATTEMPTS = (
+_ATTEMPTS = Prepared(
     sa.select(attempts)
     .where(attempts.c.run_id == sa.bindparam("run_id", type_=sa.String))
     .order_by(attempts.c.started_at, attempts.c.step_key, attempts.c.number)
@@ -87,7 +88,7 @@ _COUNT_FAMILY_OUTBOX = _COUNT_OUTBOX.where(
 """What the worker loop asks on every turn, built once: building a query cost more
 than SQLite's answer to it."""
 _ID = sa.bindparam("id", type_=sa.String)
-_RUN_BY_ID = sa.select(runs).where(runs.c.id == _ID)
+_RUN_BY_ID = Prepared(sa.select(runs).where(runs.c.id == _ID))
 _RUNS_BY_PREFIX = (
     sa.select(runs)
     .where(sa.func.substr(runs.c.id, 1, sa.func.length(_ID)) == _ID)
@@ -95,16 +96,11 @@ _RUNS_BY_PREFIX = (
     .limit(6)
 )
 _STEP_KEY = sa.bindparam("step_key", type_=sa.String)
-_APPROVAL = (
-    sa.select(step_runs, approvals)
-    .join(
-        approvals,
-        sa.and_(
-            approvals.c.run_id == step_runs.c.run_id,
-            approvals.c.step_key == step_runs.c.key,
-        ),
-    )
-    .where(step_runs.c.run_id == _ID, step_runs.c.key == _STEP_KEY)
+_STEP = Prepared(
+    sa.select(step_runs).where(step_runs.c.run_id == _ID, step_runs.c.key == _STEP_KEY)
+)
+_APPROVAL = Prepared(
+    sa.select(approvals).where(approvals.c.run_id == _ID, approvals.c.step_key == _STEP_KEY)
 )
 """What every vote and button asks first, built once for the same reason."""
 _RETRY_STATES = {"40P01", "40001"}
@@ -152,12 +148,10 @@ class Store:
     async def get_run(self, run_id: str) -> Run:
         """The run as last committed. Raises ``RunNotFound``."""
         key = {"id": run_id}
-        found = await self.database.read(
-            lambda conn: conn.execute(_RUN_BY_ID, key).mappings().first()
-        )
-        if found is None:
+        found = await self.database.read(lambda conn: _RUN_BY_ID.mappings(conn, key))
+        if not found:
             raise RunNotFound(f"no run {run_id}", run_id=run_id)
-        return rows.run_from(found)
+        return rows.run_from(found[0])
 
     async def snapshot(self, run_id: str) -> Snapshot:
         """The run and its rows as one consistent read, without locking (for display).
@@ -166,17 +160,26 @@ class Store:
         """
         return await self.database.read(lambda conn: load_snapshot(conn, run_id, lock=False))
 
-    async def snapshot_with_attempts(self, run_id: str) -> tuple[Snapshot, list[Attempt]]:
-        """``snapshot`` and ``attempts`` as one consistent read, for chat to render.
+    async def snapshots_with_attempts(
+        self, run_ids: Collection[str]
+    ) -> dict[str, tuple[Snapshot, list[Attempt]]]:
+        """``snapshot`` and ``attempts`` of each run, all as one consistent read.
 
-        The outbox renders a run for every batch of its messages; one read
-        transaction instead of two halves what each rendering costs.
+        The outbox renders every run of a batch of messages; one read for the
+        batch instead of one per run took a database round trip off each
+        message. Runs that do not exist are left out.
         """
 
-        def work(conn: sa.Connection) -> tuple[Snapshot, list[Attempt]]:
-            snapshot = load_snapshot(conn, run_id, lock=False)
-            found = conn.execute(_ATTEMPTS, {"run_id": run_id})
-            return snapshot, [rows.attempt_from(row) for row in found.mappings()]
+        def work(conn: sa.Connection) -> dict[str, tuple[Snapshot, list[Attempt]]]:
+            found = {}
+            for run_id in run_ids:
+                try:
+                    snapshot = load_snapshot(conn, run_id, lock=False)
+                except RunNotFound:
+                    continue
+                tried = _ATTEMPTS.mappings(conn, {"run_id": run_id})
+                found[run_id] = snapshot, [rows.attempt_from(row) for row in tried]
+            return found
 
         return await self.database.read(work)
 
@@ -221,24 +224,25 @@ class Store:
         """
         prefix = _checked_prefix(prefix)
 
-        def work(conn: sa.Connection) -> tuple[list[Run], sa.Row[Any] | None]:
+        def work(conn: sa.Connection) -> tuple[list[Run], tuple[StepRun, Approval] | None]:
             found = _runs_by_ref(conn, prefix)
             if len(found) != 1:
                 return found, None
             key = {"id": found[0].id, "step_key": step_key}
-            return found, conn.execute(_APPROVAL, key).first()
+            step, asked = _STEP.mappings(conn, key), _APPROVAL.mappings(conn, key)
+            if not step or not asked:
+                return found, None
+            return found, (rows.step_from(step[0]), rows.approval_from(asked[0]))
 
-        found, row = await self.database.read(work)
-        run = _one_run(prefix, found)
-        if row is None:
-            return run, None
-        step = rows.step_from(rows.columns_of(row, step_runs))
-        return run, (step, rows.approval_from(rows.columns_of(row, approvals)))
+        found, asked = await self.database.read(work)
+        return _one_run(prefix, found), asked
 
     async def attempts(self, run_id: str) -> list[Attempt]:
         """Every attempt of every step of the run, in the order they started."""
         key = {"run_id": run_id}
-        return await self.database.read(lambda conn: _all(conn, _ATTEMPTS, rows.attempt_from, key))
+        return await self.database.read(
+            lambda conn: [rows.attempt_from(row) for row in _ATTEMPTS.mappings(conn, key)]
+        )
 
     async def audit(self, run_id: str) -> list[AuditEntry]:
         """The run's audit chain in ``seq`` order (verify it with the hashes)."""
@@ -508,9 +512,8 @@ def _runs_by_ref(conn: sa.Connection, prefix: str) -> list[Run]:
     PostgreSQL, and would need its wildcards escaped.
     """
     key = {"id": prefix}
-    return _all(conn, _RUN_BY_ID, rows.run_from, key) or _all(
-        conn, _RUNS_BY_PREFIX, rows.run_from, key
-    )
+    exact = _RUN_BY_ID.mappings(conn, key)
+    return [rows.run_from(row) for row in exact] or _all(conn, _RUNS_BY_PREFIX, rows.run_from, key)
 
 
 def _one_run(prefix: str, found: list[Run]) -> Run:
