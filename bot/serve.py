@@ -26,7 +26,7 @@ from bot.engine.runner import Clock
 from bot.engine.states import RunState
 from bot.errors import ConfigError
 from bot.settings import Settings
-from bot.slack.bolt_app import bolt_app, web_client
+from bot.slack.bolt_app import bolt_app, slack_session, web_client
 from bot.slack.chat import SlackChat
 from bot.slack.directory import SlackDirectory
 from bot.slack.handlers import Handlers
@@ -62,7 +62,18 @@ async def slack_runtime(
     A worker in a Slack deployment must speak Slack too: whichever process
     delivers a message, it reaches the same channel.
     """
-    client = client or web_client(settings)
+    async with contextlib.AsyncExitStack() as stack:
+        if client is None:
+            session = await stack.enter_async_context(slack_session())
+            client = web_client(settings, session=session)
+        async with _runtime(settings, client=client, clock=clock) as runtime:
+            yield runtime
+
+
+@contextlib.asynccontextmanager
+async def _runtime(
+    settings: Settings, *, client: AsyncWebClient, clock: Clock | None
+) -> AsyncIterator[SlackRuntime]:
     directory = SlackDirectory(client=client)
     chats: list[SlackChat] = []
 
@@ -99,38 +110,52 @@ async def serve(
     clock: Clock | None = None,
 ) -> None:
     """Serve until ``stop`` is set (or SIGINT / SIGTERM); ``ready`` gets the listening URL."""
-    client = web_client(settings)
-    app = bolt_app(settings, client, socket=socket)
-    async with slack_runtime(settings, client=client, clock=clock) as runtime:
-        services = runtime.services
-        handlers = Handlers(services=services, client=runtime.client, home=runtime.home)
-        handlers.register(app)
-        stop = stop or stop_on_signals()
+    async with slack_session() as session:
+        client = web_client(settings, session=session)
+        app = bolt_app(settings, client, socket=socket)
+        async with slack_runtime(settings, client=client, clock=clock) as runtime:
+            await _serve(runtime, app, settings, socket=socket, host=host, stop=stop, ready=ready)
 
-        async def healthy() -> bool:
-            try:
-                await services.store.count_runs(states=[RunState.RUNNING])
-            except Exception:
-                log.warning("health check: the database does not answer", exc_info=True)
-                return False
-            return True
 
-        worker = asyncio.create_task(
-            run_worker(services.engine, services.outbox, stop=stop, scheduler=services.scheduler),
-            name="worker",
-        )
-        housekeeping = asyncio.create_task(_forget_old_deliveries(services, stop))
-        async with _listening(app, settings, socket=socket, host=host, healthy=healthy) as url:
-            log.info("Relay is listening on %s", url)
-            if ready is not None:
-                ready(url)
-            stopped = asyncio.create_task(stop.wait())
-            await asyncio.wait({worker, stopped}, return_when=asyncio.FIRST_COMPLETED)
-            stop.set()
-            stopped.cancel()
-        await handlers.close()
-        await worker
-        await housekeeping
+async def _serve(
+    runtime: SlackRuntime,
+    app: AsyncApp,
+    settings: Settings,
+    *,
+    socket: bool,
+    host: str,
+    stop: asyncio.Event | None,
+    ready: Callable[[str], None] | None,
+) -> None:
+    services = runtime.services
+    handlers = Handlers(services=services, client=runtime.client, home=runtime.home)
+    handlers.register(app)
+    stop = stop or stop_on_signals()
+
+    async def healthy() -> bool:
+        try:
+            await services.store.count_runs(states=[RunState.RUNNING])
+        except Exception:
+            log.warning("health check: the database does not answer", exc_info=True)
+            return False
+        return True
+
+    worker = asyncio.create_task(
+        run_worker(services.engine, services.outbox, stop=stop, scheduler=services.scheduler),
+        name="worker",
+    )
+    housekeeping = asyncio.create_task(_forget_old_deliveries(services, stop))
+    async with _listening(app, settings, socket=socket, host=host, healthy=healthy) as url:
+        log.info("Relay is listening on %s", url)
+        if ready is not None:
+            ready(url)
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({worker, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stop.set()
+        stopped.cancel()
+    await handlers.close()
+    await worker
+    await housekeeping
 
 
 async def _forget_old_deliveries(services: Services, stop: asyncio.Event) -> None:

@@ -4,12 +4,20 @@ Every Web API call goes through one ``AsyncWebClient`` pointed at
 ``SLACK_API_URL``, so a proxy or a test server can stand in for slack.com, and
 it retries what Slack asks to be retried: 429 (after ``Retry-After``), 5xx and
 dropped connections. Bolt's request verification stays on.
+
+The client and the ``response_url`` answers share one ``aiohttp`` session
+(``slack_session``), which keeps its connections open. Without one, slack_sdk
+opens a session for every call, and so a new connection and, with slack.com,
+a TLS handshake.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 
+import aiohttp
 from slack_bolt.app.async_app import AsyncApp
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -24,9 +32,22 @@ from bot.settings import Settings
 log = logging.getLogger("relay.slack")
 
 MAX_RETRIES = 3
+TIMEOUT_SECONDS = 30
+"""A whole Web API call, as slack_sdk's own default."""
 
 
-def web_client(settings: Settings) -> AsyncWebClient:
+@contextlib.asynccontextmanager
+async def slack_session() -> AsyncIterator[aiohttp.ClientSession]:
+    """The HTTP session every call to Slack shares, keeping its connections open."""
+    async with aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS)
+    ) as session:
+        yield session
+
+
+def web_client(
+    settings: Settings, *, session: aiohttp.ClientSession | None = None
+) -> AsyncWebClient:
     """The bot's Web API client; raises ConfigError when SLACK_BOT_TOKEN is missing."""
     if settings.slack_bot_token is None:
         raise ConfigError("SLACK_BOT_TOKEN is not set: copy the Bot User OAuth Token (xoxb-…)")
@@ -34,6 +55,8 @@ def web_client(settings: Settings) -> AsyncWebClient:
     return AsyncWebClient(
         token=settings.slack_bot_token.get_secret_value(),
         base_url=base_url,
+        session=session,
+        timeout=TIMEOUT_SECONDS,
         retry_handlers=[
             AsyncConnectionErrorRetryHandler(max_retry_count=MAX_RETRIES),
             AsyncRateLimitErrorRetryHandler(max_retry_count=MAX_RETRIES),

@@ -74,7 +74,7 @@ class Handlers:
         actor = Actor(user=request.user, channel=request.channel, via="slack")
 
         async def answer(message: blocks.Message) -> None:
-            await AsyncWebhookClient(request.response_url).send(
+            await AsyncWebhookClient(request.response_url, session=self.client.session).send(
                 response_type="ephemeral", **message.as_kwargs()
             )
 
@@ -316,7 +316,7 @@ class Handlers:
     async def _tell(self, click: payloads.Click, message: blocks.Message) -> None:
         """Answer the clicker alone: in place of the click when Slack allows, else by DM."""
         if click.response_url:
-            await AsyncWebhookClient(click.response_url).send(
+            await AsyncWebhookClient(click.response_url, session=self.client.session).send(
                 response_type="ephemeral", replace_original=False, **message.as_kwargs()
             )
         else:

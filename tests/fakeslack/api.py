@@ -170,7 +170,7 @@ class Api:
         else:
             answer = self._answer(method, headers, args)
         status, body, extra = answer
-        self._record(method, args, headers, status, body, arrived)
+        self._record(method, args, headers, status, body, arrived, _peer(request))
         return web.json_response(body, status=status, headers=extra)
 
     def _record(
@@ -181,9 +181,10 @@ class Api:
         status: int,
         body: dict[str, Any],
         arrived: float,
+        peer: tuple[str, int] | None = None,
     ) -> None:
         warnings = tuple(body.get("response_metadata", {}).get("warnings", ()))
-        self.calls.append(Call(method, args, headers, status, body, warnings, arrived))
+        self.calls.append(Call(method, args, headers, status, body, warnings, arrived, peer))
 
     async def response_url(self, request: web.Request) -> web.StreamResponse:
         """A response_url post: at most 5 within 30 minutes, as Slack allows."""
@@ -196,7 +197,7 @@ class Api:
         else:
             answer = self._respond(request.match_info["url_id"], body)
         status, reply, extra = answer
-        self._record(RESPONSE_URL_METHOD, body, headers, status, reply, arrived)
+        self._record(RESPONSE_URL_METHOD, body, headers, status, reply, arrived, _peer(request))
         return web.json_response(reply, status=status, headers=extra)
 
     def _respond(
@@ -219,3 +220,8 @@ class Api:
         if self.faults.outage:
             raise web.HTTPServiceUnavailable()
         return await self.hub.handle(request)
+
+
+def _peer(request: web.Request) -> tuple[str, int] | None:
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    return (str(peer[0]), int(peer[1])) if peer else None

@@ -40,6 +40,8 @@ class Call:
     """Slack's soft warnings for the call, e.g. `missing_text_in_blocks`."""
     at: float
     """`time.monotonic()` when the request arrived, to check retry spacing."""
+    peer: tuple[str, int] | None = None
+    """The client's address and port: calls on one kept-alive connection share it."""
 
     @property
     def ok(self) -> bool:

@@ -163,3 +163,21 @@ async def test_status_and_approvals_answer_from_the_database(relay: Relay) -> No
     await relay.send(slash_command(text="approvals", user_id=FINANCE[0], fake=relay.fake))
     (waiting,) = await answered(relay, FINANCE[0])
     assert "Ship box?" in waiting or run.id in waiting
+
+
+async def test_the_bot_keeps_its_connections_to_slack_open(relay: Relay) -> None:
+    # Without a shared session slack_sdk opens a connection (in production a TLS
+    # handshake with slack.com) for every call.
+    await relay.send(
+        slash_command(
+            text=f"run order-processing {ORDER}",
+            user_id=OPS,
+            channel_id="C0ORDERS",
+            fake=relay.fake,
+        )
+    )
+    await relay.run_in(RunState.SUCCEEDED)
+    await answered(relay, OPS)
+    calls = [call for call in relay.fake.calls if call.peer is not None]
+    assert len(calls) >= 4
+    assert len({call.peer for call in calls}) < len(calls) / 2, "a new connection per call"
