@@ -15,6 +15,9 @@ asyncpg's round trip dwarfs the wrapping there.
 Rows read back (``SELECT``, ``RETURNING``) pass through each column type's
 result processor in the same way. The one limit, checked when a statement is
 compiled: no ``IN`` lists or other values rendered at execution time.
+
+SQLAlchemy's events and ``echo`` do not see these statements on SQLite; the
+driver's trace callback does (``Database.driver_connections``).
 """
 
 from __future__ import annotations
