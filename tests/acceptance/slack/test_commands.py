@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bot.engine.records import Run
 from bot.engine.states import RunState
 from tests.fakeslack import event_callback, slash_command, url_verification, view_submission
 
@@ -36,7 +37,8 @@ async def test_list_shows_only_the_flows_the_user_may_run(relay: Relay) -> None:
     assert "order-processing" not in theirs and "ping" not in theirs
 
 
-async def test_run_with_every_input_starts_the_run_and_posts_its_status(relay: Relay) -> None:
+async def run_order(relay: Relay) -> Run:
+    """``/relay run order-processing`` with every input, from C0ORDERS; the finished run."""
     await relay.send(
         slash_command(
             text=f"run order-processing {ORDER}",
@@ -45,7 +47,11 @@ async def test_run_with_every_input_starts_the_run_and_posts_its_status(relay: R
             fake=relay.fake,
         )
     )
-    run = await relay.run_in(RunState.SUCCEEDED)
+    return await relay.run_in(RunState.SUCCEEDED)
+
+
+async def test_run_with_every_input_starts_the_run_and_posts_its_status(relay: Relay) -> None:
+    run = await run_order(relay)
     (text,) = await answered(relay, OPS)
     assert run.id in text
     assert run.inputs["order_id"] == 42 and run.started_by == OPS
@@ -168,15 +174,7 @@ async def test_status_and_approvals_answer_from_the_database(relay: Relay) -> No
 async def test_the_bot_keeps_its_connections_to_slack_open(relay: Relay) -> None:
     # Without a shared session slack_sdk opens a connection (in production a TLS
     # handshake with slack.com) for every call.
-    await relay.send(
-        slash_command(
-            text=f"run order-processing {ORDER}",
-            user_id=OPS,
-            channel_id="C0ORDERS",
-            fake=relay.fake,
-        )
-    )
-    await relay.run_in(RunState.SUCCEEDED)
+    await run_order(relay)
     await answered(relay, OPS)
     calls = [call for call in relay.fake.calls if call.peer is not None]
     assert len(calls) >= 4
