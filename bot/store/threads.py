@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import queue
 import sqlite3
 import threading
@@ -24,6 +25,8 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
 import sqlalchemy as sa
+
+log = logging.getLogger("relay.store")
 
 T = TypeVar("T")
 
@@ -98,13 +101,16 @@ class DatabaseThreads:
         held: tuple[sa.Connection, sqlite3.Connection] | None = None
         try:
             while (job := self._queue.get()) is not None:
-                if held is None:
-                    held = self._connect()
                 try:
+                    if held is None:
+                        held = self._connect()
                     result = self._transact(held[0], job.work)
                 except BaseException as exc:
-                    self._release(*held)
-                    held = None
+                    # Even a failure to connect is the caller's answer: the thread
+                    # must live on, or every later transaction would wait for ever.
+                    if held is not None:
+                        self._release(*held)
+                        held = None
                     job.settle(error=exc)
                 else:
                     job.settle(result)
@@ -136,7 +142,10 @@ class DatabaseThreads:
     def _release(self, conn: sa.Connection, driver: sqlite3.Connection) -> None:
         with self._lock:
             self._drivers.discard(driver)
-        conn.close()
+        try:
+            conn.close()
+        except Exception:
+            log.warning("could not close a database connection", exc_info=True)
 
 
 def driver_of(conn: sa.Connection) -> sqlite3.Connection:

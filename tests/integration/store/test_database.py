@@ -247,3 +247,18 @@ async def test_the_database_threads_keep_their_connections(tmp_path: Path) -> No
     finally:
         await database.close()
     assert database.driver_connections() == []
+
+
+async def test_a_database_that_cannot_be_opened_fails_each_call_instead_of_hanging(
+    tmp_path: Path,
+) -> None:
+    database = open_database(f"sqlite:///{tmp_path / 'missing' / 'r.db'}")
+    try:
+        async with asyncio.timeout(10):
+            for _ in range(2):
+                with pytest.raises(sa.exc.OperationalError):
+                    await database.write(lambda conn: conn.exec_driver_sql("SELECT 1"))
+            with pytest.raises(ConfigError, match="does not answer"):
+                await database.check()
+    finally:
+        await database.close()
