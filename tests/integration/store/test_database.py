@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,17 @@ async def test_sqlite_pragmas_are_in_force(tmp_path: Path, level: str, number: i
         await database.close()
 
 
+@pytest.fixture
+async def table_t(tmp_path: Path) -> AsyncIterator[Database]:
+    """A SQLite database with an empty table ``t (n INTEGER)``, closed after the test."""
+    database = open_database(f"sqlite:///{tmp_path / 'r.db'}")
+    try:
+        await database.write(lambda conn: conn.exec_driver_sql("CREATE TABLE t (n INTEGER)"))
+        yield database
+    finally:
+        await database.close()
+
+
 def numbers(conn: sa.Connection) -> list[int]:
     return list(conn.exec_driver_sql("SELECT n FROM t ORDER BY rowid").scalars())
 
@@ -83,12 +94,11 @@ def held(writing: threading.Event, release: threading.Event) -> Callable[[sa.Con
     return work
 
 
-async def test_sqlite_writes_take_the_lock_at_begin_and_reads_do_not(tmp_path: Path) -> None:
-    database = open_database(f"sqlite:///{tmp_path / 'r.db'}")
+async def test_sqlite_writes_take_the_lock_at_begin_and_reads_do_not(table_t: Database) -> None:
+    database = table_t
     writing = threading.Event()
     release = threading.Event()
     try:
-        await database.write(lambda conn: conn.exec_driver_sql("CREATE TABLE t (n INTEGER)"))
         async with asyncio.timeout(30):
             one = asyncio.create_task(database.write(held(writing, release)))
             assert await asyncio.to_thread(writing.wait, 20)
@@ -104,7 +114,6 @@ async def test_sqlite_writes_take_the_lock_at_begin_and_reads_do_not(tmp_path: P
         assert await database.read(numbers) == [1, 2]
     finally:
         release.set()
-        await database.close()
 
 
 async def test_sqlite_writers_of_another_database_wait_at_begin_immediate(tmp_path: Path) -> None:
@@ -199,12 +208,11 @@ async def test_check_reports_an_unreachable_server() -> None:
         await database.close()
 
 
-async def test_a_cancelled_caller_does_not_undo_its_transaction(tmp_path: Path) -> None:
-    database = open_database(f"sqlite:///{tmp_path / 'r.db'}")
+async def test_a_cancelled_caller_does_not_undo_its_transaction(table_t: Database) -> None:
+    database = table_t
     writing = threading.Event()
     release = threading.Event()
     try:
-        await database.write(lambda conn: conn.exec_driver_sql("CREATE TABLE t (n INTEGER)"))
         async with asyncio.timeout(30):
             caller = asyncio.create_task(database.write(held(writing, release)))
             assert await asyncio.to_thread(writing.wait, 20)
@@ -217,24 +225,17 @@ async def test_a_cancelled_caller_does_not_undo_its_transaction(tmp_path: Path) 
         assert await database.read(numbers) == [1, 2]
     finally:
         release.set()
-        await database.close()
 
 
-async def test_a_failed_transaction_leaves_nothing_and_the_next_one_runs(tmp_path: Path) -> None:
-    database = open_database(f"sqlite:///{tmp_path / 'r.db'}")
-
+async def test_a_failed_transaction_leaves_nothing_and_the_next_one_runs(table_t: Database) -> None:
     def fails(conn: sa.Connection) -> None:
         conn.exec_driver_sql("INSERT INTO t VALUES (1)")
         raise RuntimeError("boom")
 
-    try:
-        await database.write(lambda conn: conn.exec_driver_sql("CREATE TABLE t (n INTEGER)"))
-        with pytest.raises(RuntimeError, match="boom"):
-            await database.write(fails)
-        await database.write(lambda conn: conn.exec_driver_sql("INSERT INTO t VALUES (2)"))
-        assert await database.read(numbers) == [2]
-    finally:
-        await database.close()
+    with pytest.raises(RuntimeError, match="boom"):
+        await table_t.write(fails)
+    await table_t.write(lambda conn: conn.exec_driver_sql("INSERT INTO t VALUES (2)"))
+    assert await table_t.read(numbers) == [2]
 
 
 async def test_the_database_threads_keep_their_connections(tmp_path: Path) -> None:
