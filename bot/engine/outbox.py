@@ -2,8 +2,8 @@
 
 At least once: an item is finished only after the chat call returned. While
 the chat is down, items are deferred with growing back-off and delivered when
-it answers again. Status and approval effects render the run as it is at
-delivery time, so a burst of them for one run collapses into one update.
+it answers again. Status and approval effects render the run as it is when
+their batch is claimed, so a burst of them for one run collapses into one update.
 """
 
 from __future__ import annotations
