@@ -25,6 +25,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.engine.runner import Clock
 from bot.engine.states import RunState
 from bot.errors import ConfigError
+from bot.heap import freeze_startup
 from bot.settings import Settings
 from bot.slack.bolt_app import bolt_app, slack_session, web_client
 from bot.slack.chat import SlackChat
@@ -147,6 +148,7 @@ async def _serve(
     housekeeping = asyncio.create_task(_forget_old_deliveries(services, stop))
     async with _listening(app, settings, socket=socket, host=host, healthy=healthy) as url:
         log.info("Relay is listening on %s", url)
+        freeze_startup()
         if ready is not None:
             ready(url)
         stopped = asyncio.create_task(stop.wait())

@@ -23,6 +23,7 @@ from bot.engine.operations import Actor
 from bot.engine.permissions import LOCAL_OPERATOR
 from bot.engine.states import Decision, RunState
 from bot.errors import VoteRefused
+from bot.heap import freeze_startup
 from bot.logs import configure
 from bot.redact import Redactor
 from bot.settings import environment, load_settings
@@ -225,6 +226,7 @@ async def _worker(args: argparse.Namespace) -> int:
             return bool(args.drain) and await parked(services.engine)
 
         print(f"worker {services.engine.worker_id} started", file=sys.stderr)
+        freeze_startup()
         # A drain finishes what is there; it starts nothing new on a schedule.
         schedules = None if args.drain else services.scheduler
         await run_worker(
