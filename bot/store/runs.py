@@ -38,7 +38,7 @@ from bot.store.tables import (
     step_runs,
     timers,
 )
-from bot.store.tx import Tx, load_snapshot
+from bot.store.tx import Tx, load_snapshot, read_snapshot
 
 MIN_PREFIX = 4
 """Shortest run-id prefix ``find_run`` accepts: shorter ones match too many runs."""
@@ -167,14 +167,16 @@ class Store:
 
         The outbox renders every run of a batch of messages; one read for the
         batch instead of one per run took a database round trip off each
-        message. Runs that do not exist are left out.
+        message. A snapshot this process committed is reused while its run's
+        version holds (rendering shows no lease, timer or chat reference, the
+        parts that change without one). Runs that do not exist are left out.
         """
 
         def work(conn: sa.Connection) -> dict[str, tuple[Snapshot, list[Attempt]]]:
             found = {}
-            for run_id in run_ids:
+            for run_id in dict.fromkeys(run_ids):
                 try:
-                    snapshot = load_snapshot(conn, run_id, lock=False)
+                    snapshot = read_snapshot(conn, run_id, self._snapshots)
                 except RunNotFound:
                     continue
                 tried = _ATTEMPTS.mappings(conn, {"run_id": run_id})

@@ -88,7 +88,8 @@ def upsert(
 _RUN_ID = sa.bindparam("run_id", type_=sa.String)
 _RUN = sa.select(runs).where(runs.c.id == _RUN_ID)
 _RUNS = {False: Prepared(_RUN), True: Prepared(_RUN.with_for_update())}
-_VERSION_LOCKED = Prepared(sa.select(runs.c.version).where(runs.c.id == _RUN_ID).with_for_update())
+_VERSION = sa.select(runs.c.version).where(runs.c.id == _RUN_ID)
+_VERSIONS = {False: Prepared(_VERSION), True: Prepared(_VERSION.with_for_update())}
 _STEPS = Prepared(
     sa.select(step_runs).where(step_runs.c.run_id == _RUN_ID).order_by(step_runs.c.key)
 )
@@ -134,6 +135,25 @@ def load_snapshot(conn: sa.Connection, run_id: str, *, lock: bool) -> Snapshot:
     )
 
 
+def read_snapshot(conn: sa.Connection, run_id: str, snapshots: SnapshotCache) -> Snapshot:
+    """``load_snapshot`` without the lock, from ``snapshots`` while the run's version holds.
+
+    For rendering a run's chat messages, not for deciding on it: a remembered
+    snapshot may hold leases, timers and chat references older than the rows
+    (see ``bot.store.snapshots``), and no message shows those.
+    Checking the version is one small query instead of the snapshot's five.
+    """
+    cached = snapshots.get(run_id)
+    if cached is not None and _still_current(conn, cached, lock=False):
+        return cached
+    return load_snapshot(conn, run_id, lock=False)
+
+
+def _still_current(conn: sa.Connection, snapshot: Snapshot, *, lock: bool) -> bool:
+    found = _VERSIONS[lock].rows(conn, [{"run_id": snapshot.run.id}])
+    return bool(found) and found[0][0] == snapshot.run.version
+
+
 class Tx:
     """One write transaction, opened by ``Store.transaction()``; commits when the block ends.
 
@@ -173,10 +193,8 @@ class Tx:
         if not fresh and run_id in self.seen:
             return self.seen[run_id]
         cached = None if fresh or self._snapshots is None else self._snapshots.get(run_id)
-        if cached is not None:
-            found = _VERSION_LOCKED.rows(self.conn, [{"run_id": run_id}])
-            if found and found[0][0] == cached.run.version:
-                return cached
+        if cached is not None and _still_current(self.conn, cached, lock=True):
+            return cached
         snapshot = load_snapshot(self.conn, run_id, lock=True)
         self.seen[run_id] = snapshot
         return snapshot

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -24,6 +26,7 @@ from bot.engine.records import (
 )
 from bot.engine.states import Decision, RunState, StepState, TimerPurpose
 from bot.store import Store
+from bot.store.db import READER_THREADS
 
 T0 = datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=UTC)
 """Microseconds on purpose: both backends must keep them."""
@@ -125,6 +128,15 @@ def next_transition(before: Snapshot, *, now: float = 10, **fields: Any) -> Tran
     run_fields.update(fields.pop("run_fields", {}))
     run = replace(before.run, **run_fields)
     return Transition(run=run, **fields)
+
+
+async def connect_every_reader(store: Store) -> None:
+    """Make each SQLite reader thread hold its connection, so ``statements_sent`` sees all reads."""
+    if store.database.dialect != "sqlite":
+        return
+    together = threading.Barrier(READER_THREADS)
+    reads = [store.database.read(lambda _: together.wait(10)) for _ in range(READER_THREADS)]
+    await asyncio.gather(*reads)
 
 
 @contextmanager

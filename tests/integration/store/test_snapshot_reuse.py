@@ -10,6 +10,7 @@ from bot.engine.records import Snapshot
 from bot.store import Store, Tx, open_database
 from bot.store.snapshots import SnapshotCache
 from tests.integration.store.builders import (
+    connect_every_reader,
     make_run,
     make_step,
     next_transition,
@@ -57,6 +58,35 @@ async def test_a_run_moved_by_another_replica_is_read_again(store: Store) -> Non
     loaded = await store.transaction(lambda tx: tx.load(after.run.id))
     assert loaded.run.version == after.run.version + 1
     assert set(loaded.steps) == {"fetch", "b"}
+
+
+async def test_rendering_reuses_the_committed_snapshot_once_per_run(store: Store) -> None:
+    after = await written(store)
+    await connect_every_reader(store)
+    with statements_sent(store) as sent:
+        found = await store.snapshots_with_attempts([after.run.id, after.run.id, "missing"])
+    assert set(found) == {after.run.id}
+    assert found[after.run.id][0] == after
+    # The run's version and its attempts, once although it was asked for twice
+    # (a snapshot read is five), then the missing run's row, not found.
+    assert sent == ["SELECT"] * 3
+
+
+async def test_rendering_reads_a_run_moved_elsewhere_again(store: Store) -> None:
+    after = await written(store)
+    other = Store(database=open_database(store.database.url.render_as_string(False)))
+    try:
+
+        def move(tx: Tx) -> None:
+            before = tx.load(after.run.id)
+            tx.write(before, next_transition(before, now=30, steps=(make_step(after.run.id, "b"),)))
+
+        await other.transaction(move)
+    finally:
+        await other.database.close()
+    ((snapshot, _),) = (await store.snapshots_with_attempts([after.run.id])).values()
+    assert snapshot.run.version == after.run.version + 1
+    assert set(snapshot.steps) == {"fetch", "b"}
 
 
 async def test_a_rolled_back_write_is_not_remembered(store: Store) -> None:
