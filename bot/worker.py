@@ -46,11 +46,17 @@ async def follow(engine: Engine, outbox: Outbox, run_id: str) -> Run:
     mine = outbox.for_run(run_id)
 
     async def settled() -> bool:
+        # Asked at every turn of the loop, mostly while a step is in flight:
+        # the run's row alone answers that, without its other four tables.
+        if (await engine.store.get_run(run_id)).state.finished:
+            return True
+        if engine.in_flight:
+            return False
         snapshot = await engine.store.snapshot(run_id)
         if snapshot.run.state.finished:
             return True
         moving = (StepState.RUNNING, StepState.RETRYING)
-        if engine.in_flight or any(row.state in moving for row in snapshot.steps.values()):
+        if any(row.state in moving for row in snapshot.steps.values()):
             return False
         return not await engine.store.count_outbox(family=run_id)
 
