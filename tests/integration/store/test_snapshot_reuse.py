@@ -43,18 +43,23 @@ async def test_the_next_event_reuses_the_committed_snapshot(store: Store) -> Non
     assert sent == ["SELECT"] * 5
 
 
-async def test_a_run_moved_by_another_replica_is_read_again(store: Store) -> None:
-    after = await written(store)
+async def moved_by_another_replica(store: Store, run_id: str) -> None:
+    """Add step ``b`` to the run through a second store on the same database."""
     other = Store(database=open_database(store.database.url.render_as_string(False)))
     try:
 
         def move(tx: Tx) -> None:
-            before = tx.load(after.run.id)
-            tx.write(before, next_transition(before, now=30, steps=(make_step(after.run.id, "b"),)))
+            before = tx.load(run_id)
+            tx.write(before, next_transition(before, now=30, steps=(make_step(run_id, "b"),)))
 
         await other.transaction(move)
     finally:
         await other.database.close()
+
+
+async def test_a_run_moved_by_another_replica_is_read_again(store: Store) -> None:
+    after = await written(store)
+    await moved_by_another_replica(store, after.run.id)
     loaded = await store.transaction(lambda tx: tx.load(after.run.id))
     assert loaded.run.version == after.run.version + 1
     assert set(loaded.steps) == {"fetch", "b"}
@@ -74,16 +79,7 @@ async def test_rendering_reuses_the_committed_snapshot_once_per_run(store: Store
 
 async def test_rendering_reads_a_run_moved_elsewhere_again(store: Store) -> None:
     after = await written(store)
-    other = Store(database=open_database(store.database.url.render_as_string(False)))
-    try:
-
-        def move(tx: Tx) -> None:
-            before = tx.load(after.run.id)
-            tx.write(before, next_transition(before, now=30, steps=(make_step(after.run.id, "b"),)))
-
-        await other.transaction(move)
-    finally:
-        await other.database.close()
+    await moved_by_another_replica(store, after.run.id)
     ((snapshot, _),) = (await store.snapshots_with_attempts([after.run.id])).values()
     assert snapshot.run.version == after.run.version + 1
     assert set(snapshot.steps) == {"fetch", "b"}
