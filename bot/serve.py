@@ -132,6 +132,9 @@ async def _serve(
     handlers = Handlers(services=services, client=runtime.client, home=runtime.home)
     handlers.register(app)
     stop = stop or stop_on_signals()
+    # Before listening: the collection holds the loop for a moment, and no
+    # request should wait on it.
+    freeze_startup()
 
     async def healthy() -> bool:
         try:
@@ -148,7 +151,6 @@ async def _serve(
     housekeeping = asyncio.create_task(_forget_old_deliveries(services, stop))
     async with _listening(app, settings, socket=socket, host=host, healthy=healthy) as url:
         log.info("Relay is listening on %s", url)
-        freeze_startup()
         if ready is not None:
             ready(url)
         stopped = asyncio.create_task(stop.wait())
