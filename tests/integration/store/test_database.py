@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +82,15 @@ def numbers(conn: sa.Connection) -> list[int]:
     return list(conn.exec_driver_sql("SELECT n FROM t ORDER BY rowid").scalars())
 
 
-def held(writing: threading.Event, release: threading.Event) -> Callable[[sa.Connection], None]:
-    """A writer that has only read when it signals ``writing``, then writes 1 once released."""
+@asynccontextmanager
+async def writer_held(
+    database: Database,
+) -> AsyncIterator[tuple[asyncio.Task[None], threading.Event]]:
+    """A write transaction that has begun and only read; it writes 1 once the event is set.
+
+    Yields the transaction's task and the event; leaving the block sets the event.
+    """
+    writing, release = threading.Event(), threading.Event()
 
     def work(conn: sa.Connection) -> None:
         # Only a read so far: a deferred BEGIN would not hold the write lock yet.
@@ -91,29 +99,27 @@ def held(writing: threading.Event, release: threading.Event) -> Callable[[sa.Con
         assert release.wait(timeout=20), "never released"
         conn.exec_driver_sql("INSERT INTO t VALUES (1)")
 
-    return work
+    task = asyncio.create_task(database.write(work))
+    try:
+        assert await asyncio.to_thread(writing.wait, 20)
+        yield task, release
+    finally:
+        release.set()
 
 
 async def test_sqlite_writes_take_the_lock_at_begin_and_reads_do_not(table_t: Database) -> None:
     database = table_t
-    writing = threading.Event()
-    release = threading.Event()
-    try:
-        async with asyncio.timeout(30):
-            one = asyncio.create_task(database.write(held(writing, release)))
-            assert await asyncio.to_thread(writing.wait, 20)
-            two = asyncio.create_task(
-                database.write(lambda conn: conn.exec_driver_sql("INSERT INTO t VALUES (2)"))
-            )
-            count = await database.read(lambda conn: conn.scalar(sa.text("SELECT count(*) FROM t")))
-            assert count == 0, "WAL: reads go on beside a writer"
-            await asyncio.sleep(0.3)
-            assert not two.done(), "the second writer waits for the first"
-            release.set()
-            await asyncio.gather(one, two)
-        assert await database.read(numbers) == [1, 2]
-    finally:
+    async with asyncio.timeout(30), writer_held(database) as (one, release):
+        two = asyncio.create_task(
+            database.write(lambda conn: conn.exec_driver_sql("INSERT INTO t VALUES (2)"))
+        )
+        count = await database.read(lambda conn: conn.scalar(sa.text("SELECT count(*) FROM t")))
+        assert count == 0, "WAL: reads go on beside a writer"
+        await asyncio.sleep(0.3)
+        assert not two.done(), "the second writer waits for the first"
         release.set()
+        await asyncio.gather(one, two)
+    assert await database.read(numbers) == [1, 2]
 
 
 async def test_sqlite_writers_of_another_database_wait_at_begin_immediate(tmp_path: Path) -> None:
@@ -121,8 +127,6 @@ async def test_sqlite_writers_of_another_database_wait_at_begin_immediate(tmp_pa
     url = f"sqlite:///{tmp_path / 'r.db'}"
     database = open_database(url)
     other = open_database(url)
-    writing = threading.Event()
-    release = threading.Event()
     begun = threading.Event()
 
     def second(conn: sa.Connection) -> None:
@@ -131,9 +135,7 @@ async def test_sqlite_writers_of_another_database_wait_at_begin_immediate(tmp_pa
 
     try:
         await database.write(lambda conn: conn.exec_driver_sql("CREATE TABLE t (n INTEGER)"))
-        async with asyncio.timeout(30):
-            one = asyncio.create_task(database.write(held(writing, release)))
-            assert await asyncio.to_thread(writing.wait, 20)
+        async with asyncio.timeout(30), writer_held(database) as (one, release):
             two = asyncio.create_task(other.write(second))
             count = await other.read(lambda conn: conn.scalar(sa.text("SELECT count(*) FROM t")))
             assert count == 0, "WAL: reads go on beside a writer"
@@ -145,7 +147,6 @@ async def test_sqlite_writers_of_another_database_wait_at_begin_immediate(tmp_pa
         assert begun.is_set()
         assert await other.read(numbers) == [1, 2]
     finally:
-        release.set()
         await other.close()
         await database.close()
 
@@ -210,21 +211,14 @@ async def test_check_reports_an_unreachable_server() -> None:
 
 async def test_a_cancelled_caller_does_not_undo_its_transaction(table_t: Database) -> None:
     database = table_t
-    writing = threading.Event()
-    release = threading.Event()
-    try:
-        async with asyncio.timeout(30):
-            caller = asyncio.create_task(database.write(held(writing, release)))
-            assert await asyncio.to_thread(writing.wait, 20)
-            caller.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await caller
-            release.set()
-            # Writers queue in order: once the next one is done, the first has committed.
-            await database.write(lambda conn: conn.exec_driver_sql("INSERT INTO t VALUES (2)"))
-        assert await database.read(numbers) == [1, 2]
-    finally:
+    async with asyncio.timeout(30), writer_held(database) as (caller, release):
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
         release.set()
+        # Writers queue in order: once the next one is done, the first has committed.
+        await database.write(lambda conn: conn.exec_driver_sql("INSERT INTO t VALUES (2)"))
+    assert await database.read(numbers) == [1, 2]
 
 
 async def test_a_failed_transaction_leaves_nothing_and_the_next_one_runs(table_t: Database) -> None:
