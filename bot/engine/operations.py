@@ -155,10 +155,11 @@ class Operations:
         fields: dict[str, Any] | None = None,
     ) -> str:
         """Cast a vote; returns what to tell the voter. Raises VoteRefused with the reason."""
-        run, asked = await self.store.find_approval(run_ref, step_key)
-        if asked is None:
+        snapshot = await self.store.find_snapshot(run_ref)
+        run = snapshot.run
+        row, approval = snapshot.steps.get(step_key), snapshot.approvals.get(step_key)
+        if row is None or approval is None:
             raise StepNotFound(f"run {run.id} has no approval `{step_key}` waiting")
-        row, approval = asked
         step = flow_of(run).step(row.step_id)
         assert isinstance(step, ApprovalStep)
         level = step.levels()[min(approval.level, len(step.levels()) - 1)]

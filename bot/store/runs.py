@@ -95,14 +95,6 @@ _RUNS_BY_PREFIX = (
     .order_by(runs.c.id)
     .limit(6)
 )
-_STEP_KEY = sa.bindparam("step_key", type_=sa.String)
-_STEP = Prepared(
-    sa.select(step_runs).where(step_runs.c.run_id == _ID, step_runs.c.key == _STEP_KEY)
-)
-_APPROVAL = Prepared(
-    sa.select(approvals).where(approvals.c.run_id == _ID, approvals.c.step_key == _STEP_KEY)
-)
-"""What every vote and button asks first, built once for the same reason."""
 _RETRY_STATES = {"40P01", "40001"}
 """PostgreSQL's deadlock_detected and serialization_failure."""
 
@@ -216,28 +208,30 @@ class Store:
         prefix = _checked_prefix(prefix)
         return _one_run(prefix, await self.database.read(lambda conn: _runs_by_ref(conn, prefix)))
 
-    async def find_approval(
-        self, prefix: str, step_key: str
-    ) -> tuple[Run, tuple[StepRun, Approval] | None]:
-        """``find_run``, and the step with its approval request (None if it asks nobody).
+    async def find_snapshot(self, prefix: str) -> Snapshot:
+        """``find_run``, as the whole snapshot; remembered for the transaction that follows.
 
-        One read for what a vote looks up first: the voter's groups are looked up
-        from the level this reads; the vote's transaction then decides on fresh rows.
+        A vote reads the run first (the voter's groups are looked up from the
+        approval's level), then decides in a write transaction. Remembering what
+        this read turns that transaction's load into a version check, which
+        takes the five reads off the single writer and puts them on a reader.
         """
         prefix = _checked_prefix(prefix)
 
-        def work(conn: sa.Connection) -> tuple[list[Run], tuple[StepRun, Approval] | None]:
-            found = _runs_by_ref(conn, prefix)
+        def work(conn: sa.Connection) -> Snapshot | list[Run]:
+            try:
+                return read_snapshot(conn, prefix, self._snapshots)
+            except RunNotFound:
+                found = _runs_by_ref(conn, prefix)
             if len(found) != 1:
-                return found, None
-            key = {"id": found[0].id, "step_key": step_key}
-            step, asked = _STEP.mappings(conn, key), _APPROVAL.mappings(conn, key)
-            if not step or not asked:
-                return found, None
-            return found, (rows.step_from(step[0]), rows.approval_from(asked[0]))
+                return found
+            return read_snapshot(conn, found[0].id, self._snapshots)
 
-        found, asked = await self.database.read(work)
-        return _one_run(prefix, found), asked
+        found = await self.database.read(work)
+        if isinstance(found, list):
+            raise _not_one_run(prefix, found)
+        self._snapshots.remember(found)
+        return found
 
     async def attempts(self, run_id: str) -> list[Attempt]:
         """Every attempt of every step of the run, in the order they started."""
@@ -522,11 +516,16 @@ def _one_run(prefix: str, found: list[Run]) -> Run:
     """The one run ``prefix`` names; ``RunNotFound`` listing candidates otherwise."""
     if len(found) == 1:
         return found[0]
+    raise _not_one_run(prefix, found)
+
+
+def _not_one_run(prefix: str, found: list[Run]) -> RunNotFound:
+    """Why ``prefix`` names no run, or several (listing the first few)."""
     if not found:
-        raise RunNotFound(f"no run id starts with {prefix!r}", run_id=prefix)
+        return RunNotFound(f"no run id starts with {prefix!r}", run_id=prefix)
     shown = ", ".join(run.id for run in found[:5])
     more = ", …" if len(found) > 5 else ""
-    raise RunNotFound(
+    return RunNotFound(
         f"{prefix!r} matches several runs ({shown}{more}); type more of the id",
         run_id=prefix,
         candidates=[run.id for run in found[:5]],

@@ -1,4 +1,4 @@
-"""Snapshots this process committed, so the next event of a run need not read them back.
+"""Snapshots this process committed or read, so the next event of a run need not read them.
 
 A run's rows change only by transitions, and each transition raises the run's
 version; so a snapshot is still the truth while the run row's version equals
@@ -20,7 +20,7 @@ CAPACITY = 512
 
 
 class SnapshotCache:
-    """Committed snapshots by run id, least recently used first out. Thread-safe."""
+    """Snapshots of committed rows by run id, least recently used first out. Thread-safe."""
 
     def __init__(self, *, capacity: int = CAPACITY) -> None:
         self._capacity = capacity
@@ -36,10 +36,10 @@ class SnapshotCache:
             return found
 
     def remember(self, snapshot: Snapshot) -> None:
-        """Keep a committed snapshot, unless a newer one of the run is kept already.
+        """Keep a snapshot of committed rows, unless a newer one of the run is kept already.
 
-        Transactions of one run can report back out of order; versions only
-        grow, so the newer snapshot wins whichever arrives last.
+        Transactions and reads of one run can report back out of order;
+        versions only grow, so the newer snapshot wins whichever arrives last.
         """
         run_id = snapshot.run.id
         with self._lock:

@@ -186,7 +186,7 @@ class Tx:
         Every writer of a run's rows loads it first, so writers of one run
         queue here (``FOR UPDATE`` on PostgreSQL). A run this transaction
         inserted, read or wrote already is answered from memory, and a snapshot
-        this process committed is reused while the run's version has not moved; ``fresh``
+        this process committed or read is reused while the run's version has not moved; ``fresh``
         reads everything, for events that judge leases or timers, which change
         without a new version. Raises ``RunNotFound``.
         """

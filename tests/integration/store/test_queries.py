@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import fields
 from datetime import timedelta
 from typing import Any
@@ -71,28 +72,37 @@ async def test_list_runs_filters_and_orders_newest_first(store: Store) -> None:
     assert await store.list_runs(flow="deploy", states=[RunState.RUNNING], since=at(1)) == [d, a]
 
 
-async def test_find_run_by_id_or_unique_prefix(store: Store) -> None:
+async def run_of_snapshot(store: Store, prefix: str) -> records.Run:
+    return (await store.find_snapshot(prefix)).run
+
+
+@pytest.mark.parametrize(
+    "find", [Store.find_run, run_of_snapshot], ids=["find_run", "find_snapshot"]
+)
+async def test_find_run_by_id_or_unique_prefix(
+    store: Store, find: Callable[[Store, str], Awaitable[records.Run]]
+) -> None:
     one = await add(store, make_run("7f3a9c01"))
     await add(store, make_run("7f3a9c02"))
     longer = await add(store, make_run("5b2e77aa01"))
     short = await add(store, make_run("5b2e77aa"))
-    assert await store.find_run("7f3a9c01") == one
-    assert await store.find_run(" 5b2e77aa0 ") == longer
-    assert await store.find_run("5b2e77aa") == short, "an exact id wins over longer ids"
+    assert await find(store, "7f3a9c01") == one
+    assert await find(store, " 5b2e77aa0 ") == longer
+    assert await find(store, "5b2e77aa") == short, "an exact id wins over longer ids"
     with pytest.raises(RunNotFound) as ambiguous:
-        await store.find_run("7f3a")
+        await find(store, "7f3a")
     assert "7f3a9c01" in ambiguous.value.message and "7f3a9c02" in ambiguous.value.message
     assert ambiguous.value.fields["candidates"] == ["7f3a9c01", "7f3a9c02"]
     with pytest.raises(RunNotFound, match="no run id starts with"):
-        await store.find_run("ffff")
+        await find(store, "ffff")
     with pytest.raises(RunNotFound, match="at least 4"):
-        await store.find_run("7f3")
+        await find(store, "7f3")
     with pytest.raises(RunNotFound):
-        await store.find_run("7f3%")
+        await find(store, "7f3%")
     with pytest.raises(RunNotFound):
-        await store.find_run("7f3_9c01")
+        await find(store, "7f3_9c01")
     with pytest.raises(RunNotFound):
-        await store.find_run("7F3A9C01")
+        await find(store, "7F3A9C01")
 
 
 async def test_attempts_audit_and_audited_runs(store: Store) -> None:

@@ -43,6 +43,21 @@ async def test_the_next_event_reuses_the_committed_snapshot(store: Store) -> Non
     assert sent == ["SELECT"] * 5
 
 
+async def test_a_run_found_by_prefix_is_remembered_for_the_next_event(store: Store) -> None:
+    after = await written(store)
+    other = Store(database=open_database(store.database.url.render_as_string(False)))
+    try:
+        await other.transaction(lambda tx: None)
+        found = await other.find_snapshot(after.run.id[:6])
+        assert found == after
+        with statements_sent(other) as sent:
+            loaded = await other.transaction(lambda tx: tx.load(after.run.id))
+        assert loaded == after
+        assert sent == ["SELECT"], "the vote's transaction only checks the version"
+    finally:
+        await other.database.close()
+
+
 async def moved_by_another_replica(store: Store, run_id: str) -> None:
     """Add step ``b`` to the run through a second store on the same database."""
     other = Store(database=open_database(store.database.url.render_as_string(False)))
