@@ -48,6 +48,9 @@ SYNCHRONOUS_LEVELS = {"NORMAL": 1, "FULL": 2, "EXTRA": 3}
 BUSY_SECONDS = 5.0
 """SQLite ``busy_timeout``: how long a writer waits for another process's lock."""
 
+WRITE_GROUP = 32
+"""Most write transactions one SQLite commit carries (``bot.store.threads``)."""
+
 READER_THREADS = 4
 """SQLite reader threads: reads run beside the writer in WAL mode, a few at a time."""
 
@@ -143,7 +146,13 @@ class Database:
     def _sqlite_threads(self, engine: sa.Engine) -> tuple[DatabaseThreads, DatabaseThreads]:
         if self._threads is None:
             self._threads = (
-                DatabaseThreads(engine, count=1, begin="BEGIN IMMEDIATE", name="relay-db-writer"),
+                DatabaseThreads(
+                    engine,
+                    count=1,
+                    begin="BEGIN IMMEDIATE",
+                    name="relay-db-writer",
+                    group=WRITE_GROUP,
+                ),
                 DatabaseThreads(
                     engine, count=READER_THREADS, begin="BEGIN", name="relay-db-reader"
                 ),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -230,6 +230,70 @@ async def test_a_failed_transaction_leaves_nothing_and_the_next_one_runs(table_t
         await table_t.write(fails)
     await table_t.write(lambda conn: conn.exec_driver_sql("INSERT INTO t VALUES (2)"))
     assert await table_t.read(numbers) == [2]
+
+
+async def test_writes_queued_together_commit_together_each_in_its_savepoint(
+    table_t: Database,
+) -> None:
+    def inserts(n: int, *, then: str | None = None) -> Callable[[sa.Connection], int]:
+        def work(conn: sa.Connection) -> int:
+            conn.exec_driver_sql(f"INSERT INTO t VALUES ({n})")
+            if then == "raise":
+                raise RuntimeError(f"job {n} failed")
+            if then == "bad sql":
+                conn.exec_driver_sql("INSERT INTO nowhere VALUES (1)")
+            return n
+
+        return work
+
+    sent: list[str] = []
+    async with asyncio.timeout(30), writer_held(table_t) as (held, release):
+        (driver,) = [d for d in table_t.driver_connections() if d.in_transaction]
+        queued = [
+            asyncio.create_task(table_t.write(job))
+            for job in (
+                inserts(2),
+                inserts(3, then="raise"),
+                inserts(4, then="bad sql"),
+                inserts(5),
+            )
+        ]
+        await asyncio.sleep(0.2)
+        driver.set_trace_callback(lambda sql: sent.append(sql.split()[0]))
+        release.set()
+        outcomes = await asyncio.gather(held, *queued, return_exceptions=True)
+        driver.set_trace_callback(None)
+    assert outcomes[0] is None and outcomes[1] == 2 and outcomes[4] == 5
+    assert isinstance(outcomes[2], RuntimeError)
+    assert isinstance(outcomes[3], sa.exc.OperationalError), "a failed statement spoils nothing"
+    assert await table_t.read(numbers) == [1, 2, 5]
+    # The held transaction commits alone; the four queued behind it share one commit.
+    assert sent.count("BEGIN") == 1 and sent.count("COMMIT") == 2
+    assert sent.count("SAVEPOINT") == 4 and sent.count("ROLLBACK") == 2
+
+
+async def test_a_failed_commit_fails_every_write_of_its_group(table_t: Database) -> None:
+    for ddl in (
+        "CREATE TABLE parent (id INTEGER PRIMARY KEY)",
+        "CREATE TABLE child (parent INTEGER REFERENCES parent DEFERRABLE INITIALLY DEFERRED)",
+    ):
+        await table_t.write(lambda conn, ddl=ddl: conn.exec_driver_sql(ddl))
+    async with asyncio.timeout(30), writer_held(table_t) as (held, release):
+        fine = asyncio.create_task(
+            table_t.write(lambda conn: conn.exec_driver_sql("INSERT INTO t VALUES (2)"))
+        )
+        # Checked only at COMMIT: the savepoint is released without complaint.
+        orphan = asyncio.create_task(
+            table_t.write(lambda conn: conn.exec_driver_sql("INSERT INTO child VALUES (99)"))
+        )
+        await asyncio.sleep(0.2)
+        release.set()
+        outcomes = await asyncio.gather(held, fine, orphan, return_exceptions=True)
+    assert outcomes[0] is None
+    assert all(isinstance(outcome, sa.exc.IntegrityError) for outcome in outcomes[1:])
+    assert await table_t.read(numbers) == [1], "no write of the failed group was kept"
+    await table_t.write(lambda conn: conn.exec_driver_sql("INSERT INTO t VALUES (3)"))
+    assert await table_t.read(numbers) == [1, 3]
 
 
 async def test_the_database_threads_keep_their_connections(tmp_path: Path) -> None:
