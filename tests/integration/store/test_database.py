@@ -258,7 +258,7 @@ async def test_writes_queued_together_commit_together_each_in_its_savepoint(
                 inserts(5),
             )
         ]
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0)  # each task queues its job before it first awaits
         driver.set_trace_callback(lambda sql: sent.append(sql.split()[0]))
         release.set()
         outcomes = await asyncio.gather(held, *queued, return_exceptions=True)
@@ -286,7 +286,7 @@ async def test_a_failed_commit_fails_every_write_of_its_group(table_t: Database)
         orphan = asyncio.create_task(
             table_t.write(lambda conn: conn.exec_driver_sql("INSERT INTO child VALUES (99)"))
         )
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0)
         release.set()
         outcomes = await asyncio.gather(held, fine, orphan, return_exceptions=True)
     assert outcomes[0] is None
