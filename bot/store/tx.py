@@ -110,7 +110,7 @@ _UPDATE_RUN = Prepared(
 """The versioned run update; its ``SET`` holds the columns of the parameters given."""
 _INSERT_RUN = Prepared(sa.insert(runs))
 _INSERT_AUDIT = Prepared(sa.insert(audit))
-_INSERT_OUTBOX = Prepared(sa.insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True))
+_INSERT_OUTBOX = Prepared(sa.insert(outbox))
 _CLEAR_TIMER = Prepared(
     sa.delete(timers).where(
         timers.c.run_id == sa.bindparam("r"),
@@ -199,8 +199,8 @@ class Tx:
         self.seen[run_id] = snapshot
         return snapshot
 
-    def write(self, before: Snapshot, transition: Transition) -> list[int]:
-        """Write what ``transition`` changed; return the ids of the outbox rows it added.
+    def write(self, before: Snapshot, transition: Transition) -> None:
+        """Write what ``transition`` changed, its chat effects as outbox rows included.
 
         Invariants:
 
@@ -222,7 +222,7 @@ class Tx:
         however many rows of that kind there are.
         """
         if not transition.changed:
-            return []
+            return
         run = transition.run
         if run.id != before.run.id or run.version <= before.run.version:
             raise ValueError(
@@ -255,7 +255,7 @@ class Tx:
         if transition.audit:
             _INSERT_AUDIT.execute(self.conn, [rows.to_row(entry) for entry in transition.audit])
         self.seen[run.id] = applied(before, transition)
-        return self._add_outbox(transition, run.updated_at)
+        self._add_outbox(transition, run.updated_at)
 
     def remember(self) -> None:
         """Called once the transaction committed: keep what it saw for the next event."""
@@ -269,9 +269,9 @@ class Tx:
         ]
         _CLEAR_TIMER.execute(self.conn, params)
 
-    def _add_outbox(self, transition: Transition, now: datetime) -> list[int]:
+    def _add_outbox(self, transition: Transition, now: datetime) -> None:
         if not transition.chat:
-            return []
+            return
         params = [
             {
                 "run_id": effect.run_id,
@@ -284,7 +284,7 @@ class Tx:
             }
             for effect in transition.chat
         ]
-        return [row[0] for row in _INSERT_OUTBOX.rows(self.conn, params)]
+        _INSERT_OUTBOX.execute(self.conn, params)
 
     def take_timer(self, run_id: str, key: str, purpose: TimerPurpose) -> bool:
         """Delete the timer; True only for the one caller whose DELETE removed it.

@@ -28,12 +28,16 @@ async def queue(store: Store, count: int, *, now: float = 10) -> tuple[str, list
         effect(run.id, "alert", step_key=f"s{n}", payload={"n": n}) for n in range(count)
     )
 
-    def work(tx: Tx) -> list[int]:
+    def work(tx: Tx) -> None:
         tx.insert_run(run)
         before = tx.load(run.id)
-        return tx.write(before, next_transition(before, now=now, chat=effects))
+        tx.write(before, next_transition(before, now=now, chat=effects))
 
-    return run.id, await store.transaction(work)
+    await store.transaction(work)
+    ids = await store.database.read(
+        lambda conn: list(conn.scalars(sa.text("SELECT id FROM outbox ORDER BY id")))
+    )
+    return run.id, ids
 
 
 async def test_claim_returns_due_items_with_their_payload(store: Store) -> None:

@@ -120,8 +120,12 @@ async def test_write_round_trips_every_record_type(store: Store) -> None:
         chat=(effect(run_id, "run"), effect(run_id, "approval", step_key="ok", payload={"x": 1})),
         new_runs=(child,),
     )
-    outbox_ids = await store.transaction(lambda tx: tx.write(before, transition))
-    assert len(outbox_ids) == 2 and outbox_ids[0] < outbox_ids[1]
+    await store.transaction(lambda tx: tx.write(before, transition))
+    queued = await store.claim_outbox("w", transition.run.updated_at, lease=timedelta(seconds=9))
+    assert [(item.kind, item.step_key, item.payload) for item in queued] == [
+        ("run", "", {}),
+        ("approval", "ok", {"x": 1}),
+    ]
 
     after = await store.snapshot(run_id)
     assert after.run == transition.run
@@ -198,7 +202,7 @@ async def test_unchanged_transition_writes_nothing(store: Store) -> None:
         next_transition(before, steps=(make_step(before.run.id),), chat=(effect(before.run.id),)),
         changed=False,
     )
-    assert await store.transaction(lambda tx: tx.write(before, transition)) == []
+    await store.transaction(lambda tx: tx.write(before, transition))
     assert await store.snapshot(before.run.id) == before
     assert await store.count_outbox() == 0
 
