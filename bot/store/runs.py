@@ -159,8 +159,8 @@ class Store:
 
         The outbox renders every run of a batch of messages; one read for the
         batch instead of one per run took a database round trip off each
-        message. A snapshot this process committed is reused while its run's
-        version holds (rendering shows no lease, timer or chat reference, the
+        message. A snapshot this process committed or read is reused while its
+        run's version holds (rendering shows no lease, timer or chat reference, the
         parts that change without one). Runs that do not exist are left out.
         """
 

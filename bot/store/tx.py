@@ -138,10 +138,12 @@ def load_snapshot(conn: sa.Connection, run_id: str, *, lock: bool) -> Snapshot:
 def read_snapshot(conn: sa.Connection, run_id: str, snapshots: SnapshotCache) -> Snapshot:
     """``load_snapshot`` without the lock, from ``snapshots`` while the run's version holds.
 
-    For rendering a run's chat messages, not for deciding on it: a remembered
-    snapshot may hold leases, timers and chat references older than the rows
-    (see ``bot.store.snapshots``), and no message shows those.
-    Checking the version is one small query instead of the snapshot's five.
+    For rendering a run's messages and for what a vote looks up first. A
+    remembered snapshot may hold leases, timers and chat references older than
+    the rows (see ``bot.store.snapshots``): no message shows those, and the
+    vote's own transaction checks the version again under the lock and decides
+    as ``Tx.load`` would. Checking the version is one small query instead of
+    the snapshot's five.
     """
     cached = snapshots.get(run_id)
     if cached is not None and _still_current(conn, cached, lock=False):
@@ -186,9 +188,9 @@ class Tx:
         Every writer of a run's rows loads it first, so writers of one run
         queue here (``FOR UPDATE`` on PostgreSQL). A run this transaction
         inserted, read or wrote already is answered from memory, and a snapshot
-        this process committed or read is reused while the run's version has not moved; ``fresh``
-        reads everything, for events that judge leases or timers, which change
-        without a new version. Raises ``RunNotFound``.
+        this process committed or read is reused while the run's version has not
+        moved; ``fresh`` reads everything, for events that judge leases or
+        timers, which change without a new version. Raises ``RunNotFound``.
         """
         if not fresh and run_id in self.seen:
             return self.seen[run_id]

@@ -1,7 +1,9 @@
-"""A store reuses the snapshots it committed while the run's version holds, and only then."""
+"""A store reuses the snapshots it committed or read while their version holds, and only then."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 
 import pytest
@@ -43,10 +45,19 @@ async def test_the_next_event_reuses_the_committed_snapshot(store: Store) -> Non
     assert sent == ["SELECT"] * 5
 
 
-async def test_a_run_found_by_prefix_is_remembered_for_the_next_event(store: Store) -> None:
-    after = await written(store)
+@asynccontextmanager
+async def another_replica(store: Store) -> AsyncIterator[Store]:
+    """A second store on ``store``'s database, with a snapshot cache of its own."""
     other = Store(database=open_database(store.database.url.render_as_string(False)))
     try:
+        yield other
+    finally:
+        await other.database.close()
+
+
+async def test_a_run_found_by_prefix_is_remembered_for_the_next_event(store: Store) -> None:
+    after = await written(store)
+    async with another_replica(store) as other:
         await other.transaction(lambda tx: None)
         found = await other.find_snapshot(after.run.id[:6])
         assert found == after
@@ -54,22 +65,17 @@ async def test_a_run_found_by_prefix_is_remembered_for_the_next_event(store: Sto
             loaded = await other.transaction(lambda tx: tx.load(after.run.id))
         assert loaded == after
         assert sent == ["SELECT"], "the vote's transaction only checks the version"
-    finally:
-        await other.database.close()
 
 
 async def moved_by_another_replica(store: Store, run_id: str) -> None:
     """Add step ``b`` to the run through a second store on the same database."""
-    other = Store(database=open_database(store.database.url.render_as_string(False)))
-    try:
 
-        def move(tx: Tx) -> None:
-            before = tx.load(run_id)
-            tx.write(before, next_transition(before, now=30, steps=(make_step(run_id, "b"),)))
+    def move(tx: Tx) -> None:
+        before = tx.load(run_id)
+        tx.write(before, next_transition(before, now=30, steps=(make_step(run_id, "b"),)))
 
+    async with another_replica(store) as other:
         await other.transaction(move)
-    finally:
-        await other.database.close()
 
 
 async def test_a_run_moved_by_another_replica_is_read_again(store: Store) -> None:
