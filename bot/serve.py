@@ -3,8 +3,9 @@
 Both share one event loop, one engine and one database pool: a click handled
 by the app moves the run at once, and the worker loop fires timers, resumes
 what a dead replica left and delivers messages. Several replicas may run
-against one PostgreSQL database; each delivery and each step is claimed in
-the database, never in memory.
+against one database, as processes of one ``relay serve --processes N``
+(``bot.prefork``) or on separate machines with PostgreSQL; each delivery and
+each step is claimed in the database, never in memory.
 """
 
 from __future__ import annotations
@@ -109,13 +110,26 @@ async def serve(
     stop: asyncio.Event | None = None,
     ready: Callable[[str], None] | None = None,
     clock: Clock | None = None,
+    reuse_port: bool = False,
 ) -> None:
-    """Serve until ``stop`` is set (or SIGINT / SIGTERM); ``ready`` gets the listening URL."""
+    """Serve until ``stop`` is set (or SIGINT / SIGTERM); ``ready`` gets the listening URL.
+
+    ``reuse_port`` lets other processes listen on the same port (``bot.prefork``).
+    """
     async with slack_session() as session:
         client = web_client(settings, session=session)
         app = bolt_app(settings, client, socket=socket)
         async with slack_runtime(settings, client=client, clock=clock) as runtime:
-            await _serve(runtime, app, settings, socket=socket, host=host, stop=stop, ready=ready)
+            await _serve(
+                runtime,
+                app,
+                settings,
+                socket=socket,
+                host=host,
+                reuse_port=reuse_port,
+                stop=stop,
+                ready=ready,
+            )
 
 
 async def _serve(
@@ -125,6 +139,7 @@ async def _serve(
     *,
     socket: bool,
     host: str,
+    reuse_port: bool,
     stop: asyncio.Event | None,
     ready: Callable[[str], None] | None,
 ) -> None:
@@ -149,7 +164,9 @@ async def _serve(
         name="worker",
     )
     housekeeping = asyncio.create_task(_forget_old_deliveries(services, stop))
-    async with _listening(app, settings, socket=socket, host=host, healthy=healthy) as url:
+    async with _listening(
+        app, settings, socket=socket, host=host, reuse_port=reuse_port, healthy=healthy
+    ) as url:
         log.info("Relay is listening on %s", url)
         if ready is not None:
             ready(url)
@@ -181,6 +198,7 @@ async def _listening(
     *,
     socket: bool,
     host: str,
+    reuse_port: bool,
     healthy: Callable[[], Awaitable[bool]],
 ) -> AsyncIterator[str]:
     """Accept Slack's deliveries over HTTP or Socket Mode while the block runs."""
@@ -197,7 +215,7 @@ async def _listening(
     runner = web.AppRunner(web_application(app, healthy=healthy), access_log=None)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, settings.port)
+        site = web.TCPSite(runner, host, settings.port, reuse_port=reuse_port)
         try:
             await site.start()
         except OSError as exc:

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     slack_app_token: SecretStr | None = Field(default=None, validation_alias="SLACK_APP_TOKEN")
     slack_api_url: str = Field(default=DEFAULT_SLACK_API_URL, validation_alias="SLACK_API_URL")
     port: int = Field(default=3000, validation_alias="PORT")
+    processes: int = Field(default=1, ge=1, le=64, validation_alias="WEB_CONCURRENCY")
+    """How many ``relay serve`` processes share the port; the name Heroku and gunicorn use."""
 
     @field_validator("http_allow_hosts", mode="before")
     @classmethod

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -30,6 +31,21 @@ from bot.errors import ConfigError
 from bot.settings import Settings
 
 log = logging.getLogger("relay.slack")
+
+
+class _TokenGivenTwice(logging.Filter):
+    """Drops Bolt's warning that the token is unused because a client was given.
+
+    Bolt reads ``SLACK_BOT_TOKEN`` from the environment on its own and warns
+    when a client comes with it, though the client carries that same token: a
+    warning at every start that asks nothing of anyone.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != warning_client_prioritized_and_token_skipped()
+
+
+_TOKEN_GIVEN_TWICE = _TokenGivenTwice()
 
 MAX_RETRIES = 3
 TIMEOUT_SECONDS = 30
@@ -85,6 +101,7 @@ def bolt_app(settings: Settings, client: AsyncWebClient, *, socket: bool = False
         raise ConfigError(
             "SLACK_SIGNING_SECRET is not set: copy it from the app's Basic Information"
         )
+    log.addFilter(_TOKEN_GIVEN_TWICE)
     return AsyncApp(
         client=client,
         signing_secret=secret.get_secret_value() if secret is not None else None,

@@ -38,6 +38,20 @@ def environ(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def serve_until_it_exits(
+    tmp_path: Path, *args: str, **extra: str
+) -> subprocess.CompletedProcess[str]:
+    """`relay serve ARGS` run to its end: for the ways it refuses to start."""
+    return subprocess.run(
+        [sys.executable, "-m", "bot", "serve", *args],
+        env=environ(tmp_path, **extra),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+
 @pytest.mark.parametrize(
     ("extra", "args", "expected"),
     [
@@ -50,14 +64,7 @@ def environ(tmp_path: Path, **extra: str) -> dict[str, str]:
 def test_missing_configuration_is_one_line_and_exit_2(
     tmp_path: Path, extra: dict[str, str], args: list[str], expected: str
 ) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bot", "serve", *args],
-        env=environ(tmp_path, **extra),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    done = serve_until_it_exits(tmp_path, *args, **extra)
     assert done.returncode == 2
     assert expected in done.stderr
     assert "Traceback" not in done.stderr
