@@ -23,6 +23,13 @@ def configure(settings: Settings) -> None:
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    if settings.processes > 1:
+        # Replicas of one `relay serve` write to the same stream: say whose line it is.
+        shared.append(
+            structlog.processors.CallsiteParameterAdder(
+                {structlog.processors.CallsiteParameter.PROCESS}
+            )
+        )
     renderer: structlog.types.Processor
     if settings.log_format == "json":
         renderer = structlog.processors.JSONRenderer()

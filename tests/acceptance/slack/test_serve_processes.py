@@ -33,6 +33,8 @@ class Served:
     parent: subprocess.Popen[str]
     url: str
     pids: tuple[int, int]
+    startup: str
+    """What the replicas logged before the parent said they listen."""
 
     @property
     def port(self) -> int:
@@ -67,10 +69,13 @@ def serving(tmp_path: Path, fake: FakeSlack, *args: str) -> Iterator[Served]:
         assert parent.stderr is not None
         deadline = time.monotonic() + 60
         found = None
+        lines = []
         while found is None and time.monotonic() < deadline and parent.poll() is None:
-            found = READY.search(parent.stderr.readline())
+            lines.append(parent.stderr.readline())
+            found = READY.search(lines[-1])
         assert found, f"relay serve never said where it listens (exit {parent.poll()})"
-        yield Served(parent, found.group(1), (int(found.group(2)), int(found.group(3))))
+        pids = (int(found.group(2)), int(found.group(3)))
+        yield Served(parent, found.group(1), pids, "".join(lines))
     finally:
         if parent.poll() is None:
             parent.kill()
@@ -135,6 +140,8 @@ def test_two_replicas_share_the_port_start_a_replayed_command_once_and_stop_toge
         assert served.parent.returncode == 0, rest
         assert not any(psutil.pid_exists(pid) for pid in served.pids)
         assert "Traceback" not in rest
+        # Both replicas log to the same stream, each line saying whose it is.
+        assert all(f"process={pid}" in served.startup for pid in served.pids), served.startup
         assert runs(tmp_path) == [("gate", "waiting")]
         (answer,) = fake.responses(command.form()["response_url"])
         assert "gate" in str(answer)
