@@ -43,6 +43,16 @@ def _serve(args: argparse.Namespace) -> int:
     )
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text!r}")
+    return number
+
+
 def register(commands: Subparsers[argparse.ArgumentParser]) -> None:
     """Add ``relay serve`` to the parser."""
     p = command_parser(
@@ -66,7 +76,7 @@ def register(commands: Subparsers[argparse.ArgumentParser]) -> None:
     p.add_argument("--host", default="0.0.0.0", help="listen on this address (default 0.0.0.0)")
     p.add_argument(
         "--processes",
-        type=int,
+        type=_at_least_one,
         metavar="N",
         help="serving processes sharing the port (default: $WEB_CONCURRENCY or 1)",
     )

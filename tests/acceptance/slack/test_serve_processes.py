@@ -206,3 +206,19 @@ def test_a_taken_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert (
         done.stderr.strip() == f"relay: cannot listen on 127.0.0.1:{port}: Address already in use"
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "extra", "expected"),
+    [
+        (["--processes", "0"], {}, "argument --processes: expected a whole number of 1 or more"),
+        ([], {"WEB_CONCURRENCY": "two"}, "bad setting WEB_CONCURRENCY"),
+    ],
+)
+def test_a_bad_process_count_is_refused(
+    tmp_path: Path, args: list[str], extra: dict[str, str], expected: str
+) -> None:
+    done = serve_until_it_exits(tmp_path, *args, SLACK_BOT_TOKEN="xoxb-1", **extra)
+    assert done.returncode == 2
+    assert expected in done.stderr
+    assert "Traceback" not in done.stderr
