@@ -47,6 +47,7 @@ POLL_SECONDS = 1.0
 @dataclass(frozen=True)
 class _Replica:
     number: int
+    """1 to N, in the order they start."""
     process: BaseProcess
     messages: Connection
 
@@ -54,12 +55,11 @@ class _Replica:
 def serve_processes(
     settings: Settings,
     *,
-    count: int,
     socket: bool,
     host: str,
     ready: Callable[[str, Sequence[int]], None],
 ) -> int:
-    """Run ``count`` replicas of ``relay serve`` until a signal; return the exit code.
+    """Run ``settings.processes`` replicas of ``relay serve`` until a signal; return the exit code.
 
     ``ready`` gets the listening URL and the replicas' pids once all of them
     listen. Raises ConfigError or RelayError when the first replica cannot start.
@@ -73,7 +73,7 @@ def serve_processes(
         group = _Group(settings, socket=socket, host=host)
         stack.callback(group.stop, kill_after=STOP_GRACE_SECONDS)
         stack.enter_context(_forwarding_signals(group))
-        url = group.start(range(1)) and group.start(range(1, count))
+        url = group.start(range(1, 2)) and group.start(range(2, settings.processes + 1))
         if url:
             ready(url, group.pids())
         # Without a URL a signal came while the replicas started: they are stopping.
@@ -102,7 +102,7 @@ class _Group:
                 if self.stopping:
                     return None
                 code = replica.process.exitcode
-                raise RelayError(f"serving process {replica.number + 1} exited with code {code}")
+                raise RelayError(f"serving process {replica.number} exited with code {code}")
             kind, text, config = answer
             if kind == "failed":
                 raise ConfigError(text) if config else RelayError(text)
@@ -117,7 +117,7 @@ class _Group:
         process = self._context.Process(
             target=_replica_main,
             args=(settings, self.socket, self.host, send),
-            name=f"relay-serve-{number + 1}",
+            name=f"relay-serve-{number}",
         )
         process.start()
         send.close()
@@ -151,7 +151,7 @@ class _Group:
             if dead and not self.stopping:
                 log.error(
                     "serving process %d (pid %s) exited with code %s; stopping the others",
-                    dead[0].number + 1,
+                    dead[0].number,
                     dead[0].process.pid,
                     dead[0].process.exitcode,
                 )
@@ -168,7 +168,7 @@ class _Group:
         while (alive := self._alive()) and time.monotonic() < deadline:
             wait([replica.process.sentinel for replica in alive], POLL_SECONDS)
         for replica in self._alive():
-            log.error("serving process %d did not stop; killing it", replica.number + 1)
+            log.error("serving process %d did not stop; killing it", replica.number)
             replica.process.kill()
             replica.process.join()
 

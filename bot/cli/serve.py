@@ -38,9 +38,7 @@ def _serve(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    return serve_processes(
-        settings, count=settings.processes, socket=args.socket, host=args.host, ready=all_ready
-    )
+    return serve_processes(settings, socket=args.socket, host=args.host, ready=all_ready)
 
 
 def _at_least_one(text: str) -> int:
