@@ -52,6 +52,25 @@ def serve_until_it_exits(
     )
 
 
+def serve_in_background(
+    tmp_path: Path, fake: FakeSlack, *args: str, **extra: str
+) -> subprocess.Popen[str]:
+    """`relay serve ARGS` talking to ``fake``, its stderr piped for the ready line."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "bot", "serve", *args],
+        env=environ(
+            tmp_path,
+            SLACK_BOT_TOKEN=fake.bot_token,
+            SLACK_SIGNING_SECRET=SECRET,
+            SLACK_API_URL=fake.api_url,
+            **extra,
+        ),
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+
+
 @pytest.mark.parametrize(
     ("extra", "args", "expected"),
     [
@@ -73,18 +92,7 @@ def test_missing_configuration_is_one_line_and_exit_2(
 
 def test_serve_answers_slack_and_health_checks_and_stops_on_sigterm(tmp_path: Path) -> None:
     with FakeSlack() as fake:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bot", "serve", "--host", "127.0.0.1", "--port", "0"],
-            env=environ(
-                tmp_path,
-                SLACK_BOT_TOKEN=fake.bot_token,
-                SLACK_SIGNING_SECRET=SECRET,
-                SLACK_API_URL=fake.api_url,
-            ),
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            text=True,
-        )
+        process = serve_in_background(tmp_path, fake, "--host", "127.0.0.1", "--port", "0")
         try:
             assert process.stderr is not None
             url = ""

@@ -8,7 +8,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +21,7 @@ import pytest
 from tests.fakeslack import FakeSlack, slash_command, url_verification
 
 from .conftest import CHANNELS, OPS, ROOT, SECRET
-from .test_serve_process import environ, serve_until_it_exits
+from .test_serve_process import serve_in_background, serve_until_it_exits
 
 FLOWS = ROOT / "tests" / "acceptance" / "slack" / "flows"
 READY = re.compile(r"serving Slack on (.+?); 2 processes \(pids (\d+), (\d+)\)")
@@ -51,19 +50,12 @@ class Served:
 
 @contextmanager
 def serving(tmp_path: Path, fake: FakeSlack, *args: str) -> Iterator[Served]:
-    parent = subprocess.Popen(
-        [sys.executable, "-m", "bot", "serve", "--processes", "2", "--host", "127.0.0.1", *args],
-        env=environ(
-            tmp_path,
-            SLACK_BOT_TOKEN=fake.bot_token,
-            SLACK_SIGNING_SECRET=SECRET,
-            SLACK_APP_TOKEN=fake.app_token,
-            SLACK_API_URL=fake.api_url,
-            RELAY_FLOWS_DIR=str(FLOWS),
-        ),
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
+    parent = serve_in_background(
+        tmp_path,
+        fake,
+        *("--processes", "2", "--host", "127.0.0.1", *args),
+        SLACK_APP_TOKEN=fake.app_token,
+        RELAY_FLOWS_DIR=str(FLOWS),
     )
     try:
         assert parent.stderr is not None
