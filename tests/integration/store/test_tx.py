@@ -10,11 +10,13 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite
 
 from bot.engine.records import Snapshot
 from bot.engine.states import Decision, RunState, StepState, TimerPurpose
 from bot.errors import OperationRefused, RunNotFound
 from bot.store import Database, Store, Tx, open_database
+from bot.store.tables import UTCDateTime
 from tests.conftest import elsewhere
 from tests.integration.store.builders import (
     T0,
@@ -67,6 +69,19 @@ async def test_datetimes_come_back_as_the_same_instant_in_utc(store: Store) -> N
     back = await store.get_run(run.id)
     assert back.created_at == T0
     assert back.created_at.tzinfo == UTC
+
+
+@pytest.mark.parametrize("micro", [0, 7, 999_999])
+def test_datetimes_are_stored_as_sqlalchemys_sqlite_datetime_text(micro: int) -> None:
+    # Databases written before UTCDateTime formatted the text itself must read the same.
+    stock = sqlite.DATETIME()
+    dialect = sqlite.dialect()
+    ours = UTCDateTime().dialect_impl(dialect)
+    instant = T0.replace(microsecond=micro)
+    text = ours.bind_processor(dialect)(instant)
+    assert text == stock.bind_processor(dialect)(instant.replace(tzinfo=None))
+    assert stock.result_processor(dialect, None)(text) == instant.replace(tzinfo=None)
+    assert ours.result_processor(dialect, None)(text) == instant
 
 
 async def test_naive_datetimes_are_refused(store: Store) -> None:
