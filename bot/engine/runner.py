@@ -212,15 +212,19 @@ class Engine:
             updated_at=now,
         )
 
-    async def apply(self, run_id: str, event: Event) -> Transition:
+    async def apply(self, run_id: str, event: Event, *, alone: bool = False) -> Transition:
         """Apply one event (and whatever it emits to other runs) atomically, then act.
 
         A transaction that lost a race (the run's version moved, or PostgreSQL broke
         a deadlock) is decided again from a fresh snapshot: the event is never dropped.
+        ``alone``: nothing else of this engine is under way, so the transaction may
+        run on the event loop itself (``Store.transaction(here=True)``).
         """
         for attempt in range(1, RACE_RETRIES + 1):
             try:
-                done = await self.store.transaction(lambda tx: self._apply_in(tx, run_id, event))
+                done = await self.store.transaction(
+                    lambda tx: self._apply_in(tx, run_id, event), here=alone
+                )
                 break
             except OperationRefused:
                 if attempt == RACE_RETRIES:
@@ -332,6 +336,8 @@ class Engine:
         task = self._flights.pop(flight, None)
         if task is not None:
             self._settling.add(task)
+        # A lone attempt (a chain's step) has nothing to share a commit with.
+        alone = not self._flights and len(self._settling) <= 1
         event: Event
         if isinstance(outcome, Succeeded):
             event = StepSucceeded(
@@ -352,7 +358,7 @@ class Engine:
                 status=outcome.status,
                 excerpt=outcome.excerpt,
             )
-        await self.apply(flight.run_id, event)
+        await self.apply(flight.run_id, event, alone=alone)
 
     @property
     def in_flight(self) -> int:

@@ -108,7 +108,7 @@ class Database:
         """The URL the engine connects to."""
         return self.engine.url
 
-    async def write(self, work: Work[T]) -> T:
+    async def write(self, work: Work[T], *, here: bool = False) -> T:
         """Run ``work`` in a write transaction: commits if it returns, rolls back if it raises.
 
         On SQLite writers run one at a time, in the order they asked, each
@@ -116,13 +116,15 @@ class Database:
         the lock is waited for up to ``busy_timeout``. If the caller is
         cancelled while ``work`` runs, the transaction still ends as ``work``
         does: cancellation never leaves half a transaction, nor does it undo one.
+        ``here``: on SQLite, run it on the caller's thread if no other writer is
+        running or queued (``bot.store.threads``); a hint, ignored elsewhere.
         """
         engine = self.engine
         if isinstance(engine, AsyncEngine):
             async with engine.begin() as conn:
                 return await conn.run_sync(work)
         writer, _ = self._sqlite_threads(engine)
-        return await writer.run(work)
+        return await writer.run(work, here=here)
 
     async def read(self, work: Work[T]) -> T:
         """Run ``work`` in a read transaction: one consistent view; never blocks writers (WAL)."""
@@ -152,6 +154,7 @@ class Database:
                     begin="BEGIN IMMEDIATE",
                     name="relay-db-writer",
                     group=WRITE_GROUP,
+                    writer_wait_ms=int(BUSY_SECONDS * 1000),
                 ),
                 DatabaseThreads(
                     engine, count=READER_THREADS, begin="BEGIN", name="relay-db-reader"

@@ -112,7 +112,7 @@ class Store:
         """Bring the schema to head (once, under a lock; a no-op when already there)."""
         await migrate(self.database)
 
-    async def transaction(self, work: Callable[[Tx], T]) -> T:
+    async def transaction(self, work: Callable[[Tx], T], *, here: bool = False) -> T:
         """Run ``work`` in a write transaction: commits if it returns, rolls back if it raises.
 
         ``work`` runs on the database's side (a database thread on SQLite), so
@@ -121,7 +121,8 @@ class Store:
         PostgreSQL may abort one of two transactions that lock the same runs in
         opposite orders (a parent telling its child while the child tells its
         parent); that surfaces as ``OperationRefused``, like the version guard,
-        because the remedy is the same: run the event again.
+        because the remedy is the same: run the event again. ``here``: see
+        ``Database.write``.
         """
 
         def body(conn: sa.Connection) -> tuple[T, Tx]:
@@ -129,7 +130,7 @@ class Store:
             return work(tx), tx
 
         try:
-            result, tx = await self.database.write(body)
+            result, tx = await self.database.write(body, here=here)
         except sa.exc.DBAPIError as exc:
             if getattr(exc.orig, "sqlstate", None) in _RETRY_STATES:
                 raise OperationRefused("the run changed underneath; try again") from exc

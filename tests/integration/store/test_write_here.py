@@ -1,0 +1,150 @@
+"""Lone writes on the caller's thread, and the writer's own checkpoints (SQLite)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from bot.store import Database, open_database
+from bot.store.db import BUSY_SECONDS
+from bot.store.threads import DatabaseThreads
+from tests.integration.store.test_database import numbers, writer_held
+
+
+@pytest.fixture
+async def database(tmp_path: Path) -> AsyncIterator[Database]:
+    database = open_database(f"sqlite:///{tmp_path / 'r.db'}")
+    try:
+        await database.write(lambda conn: conn.exec_driver_sql("CREATE TABLE t (n INTEGER)"))
+        yield database
+    finally:
+        await database.close()
+
+
+def insert(n: int) -> Callable[[sa.Connection], int]:
+    def work(conn: sa.Connection) -> int:
+        conn.exec_driver_sql(f"INSERT INTO t VALUES ({n})")
+        return threading.get_ident()
+
+    return work
+
+
+async def test_a_lone_write_here_runs_on_the_callers_thread(database: Database) -> None:
+    loop_thread = threading.get_ident()
+    assert await database.write(insert(1), here=True) == loop_thread
+    assert await database.write(insert(2)) != loop_thread, "without the hint: the writer thread"
+    assert await database.read(numbers) == [1, 2]
+
+
+async def test_a_write_here_behind_a_running_writer_queues_instead(database: Database) -> None:
+    async with asyncio.timeout(30), writer_held(database) as (one, release):
+        two = asyncio.create_task(database.write(insert(2), here=True))
+        await asyncio.sleep(0.3)
+        assert not two.done(), "it waits its turn, and the event loop goes on meanwhile"
+        release.set()
+        await one
+        assert await two != threading.get_ident()
+    assert await database.read(numbers) == [1, 2]
+
+
+async def test_a_write_here_never_waits_for_another_process_on_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    database, other = open_database(url), open_database(url)
+    try:
+        await database.write(lambda conn: conn.exec_driver_sql("CREATE TABLE t (n INTEGER)"))
+        async with asyncio.timeout(30), writer_held(other) as (one, release):
+            two = asyncio.create_task(database.write(insert(2), here=True))
+            started = time.monotonic()
+            await asyncio.sleep(0.3)
+            assert time.monotonic() - started < 0.3 + BUSY_SECONDS / 2, "the loop was not held"
+            assert not two.done()
+            release.set()
+            await one
+            assert await two != threading.get_ident(), "it waited on the writer thread"
+        assert await database.read(numbers) == [1, 2]
+        # The lock was tried without waiting; the connection waits as before afterwards.
+        wait = await database.write(
+            lambda conn: conn.exec_driver_sql("PRAGMA busy_timeout").scalar(), here=True
+        )
+        assert wait == int(BUSY_SECONDS * 1000)
+    finally:
+        await other.close()
+        await database.close()
+
+
+async def checkpointed(path: Path, copy: Path, rows: int) -> bool:
+    """Whether ``rows`` rows reach the database file itself within ten seconds."""
+    for _ in range(200):
+        if rows_in_the_file_alone(path, copy) >= rows:
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+def rows_in_the_file_alone(path: Path, copy: Path) -> int:
+    """Rows of ``t`` in the database file without its WAL: what checkpoints copied there."""
+    shutil.copyfile(path, copy)
+    with sqlite3.connect(copy) as conn:
+        found = conn.execute("SELECT name FROM sqlite_master WHERE name = 't'").fetchall()
+        return conn.execute("SELECT count(*) FROM t").fetchone()[0] if found else 0
+
+
+async def test_the_writer_checkpoints_after_so_many_commits(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    engine = open_database(f"sqlite:///{path}").engine
+    assert isinstance(engine, sa.Engine)
+    writer = DatabaseThreads(
+        engine,
+        count=1,
+        begin="BEGIN IMMEDIATE",
+        name="test-writer",
+        group=8,
+        writer_wait_ms=5000,
+        checkpoint_every=10,
+        idle_seconds=3600,
+    )
+    try:
+        await writer.run(lambda conn: conn.exec_driver_sql("CREATE TABLE t (n INTEGER)"))
+        for n in range(8):
+            await writer.run(insert(n), here=True)
+        assert rows_in_the_file_alone(path, tmp_path / "copy.db") == 0, "all still in the WAL"
+        for n in range(8, 20):
+            await writer.run(insert(n), here=True)
+        assert await checkpointed(path, tmp_path / "copy.db", 9)
+        [driver] = writer.drivers()
+        assert driver.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
+    finally:
+        writer.close()
+        engine.dispose()
+
+
+async def test_the_writer_checkpoints_when_it_falls_idle(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    engine = open_database(f"sqlite:///{path}").engine
+    assert isinstance(engine, sa.Engine)
+    writer = DatabaseThreads(
+        engine,
+        count=1,
+        begin="BEGIN IMMEDIATE",
+        name="test-writer",
+        writer_wait_ms=5000,
+        checkpoint_every=1000,
+        idle_seconds=0.2,
+    )
+    try:
+        await writer.run(lambda conn: conn.exec_driver_sql("CREATE TABLE t (n INTEGER)"))
+        await writer.run(insert(1), here=True)
+        assert await checkpointed(path, tmp_path / "copy.db", 1)
+    finally:
+        writer.close()
+        engine.dispose()
