@@ -288,6 +288,10 @@ class DatabaseThreads:
                 if stop:
                     break
         finally:
+            # What this process committed goes to the database file before it
+            # leaves: another process's writer checkpoints only its own commits.
+            if self._commits:
+                self._checkpoint()
             with self._writing:
                 self._drop_writer_connection()
 

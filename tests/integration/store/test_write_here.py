@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -148,3 +149,38 @@ async def test_the_writer_checkpoints_when_it_falls_idle(tmp_path: Path) -> None
     finally:
         writer.close()
         engine.dispose()
+
+
+async def test_the_writer_checkpoints_what_it_committed_when_it_closes(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    database = open_database(f"sqlite:///{path}")
+    await database.write(lambda conn: conn.exec_driver_sql("CREATE TABLE t (n INTEGER)"))
+    # Another process keeps the database open, so closing is not the last
+    # connection's close, which would fold the WAL in by itself.
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        HOLD_OPEN,
+        str(path),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert holder.stdin is not None and holder.stdout is not None
+    try:
+        assert await holder.stdout.readline() == b"open\n"
+        await database.write(insert(1), here=True)
+        assert rows_in_the_file_alone(path, tmp_path / "copy.db") == 0, "only in the WAL"
+        await database.close()
+        assert rows_in_the_file_alone(path, tmp_path / "copy.db") == 1
+    finally:
+        holder.stdin.close()
+        await asyncio.wait_for(holder.wait(), 10)
+
+
+HOLD_OPEN = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1])
+conn.execute("SELECT count(*) FROM sqlite_master").fetchall()
+print("open", flush=True)
+sys.stdin.read()
+"""
