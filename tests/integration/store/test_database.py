@@ -67,17 +67,6 @@ async def test_sqlite_pragmas_are_in_force(tmp_path: Path, level: str, number: i
         await database.close()
 
 
-@pytest.fixture
-async def table_t(tmp_path: Path) -> AsyncIterator[Database]:
-    """A SQLite database with an empty table ``t (n INTEGER)``, closed after the test."""
-    database = open_database(f"sqlite:///{tmp_path / 'r.db'}")
-    try:
-        await database.write(lambda conn: conn.exec_driver_sql("CREATE TABLE t (n INTEGER)"))
-        yield database
-    finally:
-        await database.close()
-
-
 def numbers(conn: sa.Connection) -> list[int]:
     return list(conn.exec_driver_sql("SELECT n FROM t ORDER BY rowid").scalars())
 

@@ -9,25 +9,16 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
-import pytest
 import sqlalchemy as sa
 
 from bot.store import Database, open_database
 from bot.store.db import BUSY_SECONDS
 from bot.store.threads import DatabaseThreads
 from tests.integration.store.test_database import numbers, writer_held
-
-
-@pytest.fixture
-async def database(tmp_path: Path) -> AsyncIterator[Database]:
-    database = open_database(f"sqlite:///{tmp_path / 'r.db'}")
-    try:
-        await database.write(lambda conn: conn.exec_driver_sql("CREATE TABLE t (n INTEGER)"))
-        yield database
-    finally:
-        await database.close()
 
 
 def insert(n: int) -> Callable[[sa.Connection], int]:
@@ -38,14 +29,16 @@ def insert(n: int) -> Callable[[sa.Connection], int]:
     return work
 
 
-async def test_a_lone_write_here_runs_on_the_callers_thread(database: Database) -> None:
+async def test_a_lone_write_here_runs_on_the_callers_thread(table_t: Database) -> None:
+    database = table_t
     loop_thread = threading.get_ident()
     assert await database.write(insert(1), here=True) == loop_thread
     assert await database.write(insert(2)) != loop_thread, "without the hint: the writer thread"
     assert await database.read(numbers) == [1, 2]
 
 
-async def test_a_write_here_behind_a_running_writer_queues_instead(database: Database) -> None:
+async def test_a_write_here_behind_a_running_writer_queues_instead(table_t: Database) -> None:
+    database = table_t
     async with asyncio.timeout(30), writer_held(database) as (one, release):
         two = asyncio.create_task(database.write(insert(2), here=True))
         await asyncio.sleep(0.3)
@@ -100,22 +93,26 @@ def rows_in_the_file_alone(path: Path, copy: Path) -> int:
         return conn.execute("SELECT count(*) FROM t").fetchone()[0] if found else 0
 
 
-async def test_the_writer_checkpoints_after_so_many_commits(tmp_path: Path) -> None:
-    path = tmp_path / "r.db"
+@asynccontextmanager
+async def writer_thread(path: Path, **settings: Any) -> AsyncIterator[DatabaseThreads]:
+    """A lone writer thread on ``path`` with the table ``t``; ``settings`` as for the class."""
     engine = open_database(f"sqlite:///{path}").engine
     assert isinstance(engine, sa.Engine)
     writer = DatabaseThreads(
-        engine,
-        count=1,
-        begin="BEGIN IMMEDIATE",
-        name="test-writer",
-        group=8,
-        writer_wait_ms=5000,
-        checkpoint_every=10,
-        idle_seconds=3600,
+        engine, count=1, begin="BEGIN IMMEDIATE", name="test-writer", **settings
     )
     try:
         await writer.run(lambda conn: conn.exec_driver_sql("CREATE TABLE t (n INTEGER)"))
+        yield writer
+    finally:
+        writer.close()
+        engine.dispose()
+
+
+async def test_the_writer_checkpoints_after_so_many_commits(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    settings = {"writer_wait_ms": 5000, "checkpoint_every": 10, "idle_seconds": 3600}
+    async with writer_thread(path, group=8, **settings) as writer:
         for n in range(8):
             await writer.run(insert(n), here=True)
         assert rows_in_the_file_alone(path, tmp_path / "copy.db") == 0, "all still in the WAL"
@@ -124,31 +121,14 @@ async def test_the_writer_checkpoints_after_so_many_commits(tmp_path: Path) -> N
         assert await checkpointed(path, tmp_path / "copy.db", 9)
         [driver] = writer.drivers()
         assert driver.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
-    finally:
-        writer.close()
-        engine.dispose()
 
 
 async def test_the_writer_checkpoints_when_it_falls_idle(tmp_path: Path) -> None:
     path = tmp_path / "r.db"
-    engine = open_database(f"sqlite:///{path}").engine
-    assert isinstance(engine, sa.Engine)
-    writer = DatabaseThreads(
-        engine,
-        count=1,
-        begin="BEGIN IMMEDIATE",
-        name="test-writer",
-        writer_wait_ms=5000,
-        checkpoint_every=1000,
-        idle_seconds=0.2,
-    )
-    try:
-        await writer.run(lambda conn: conn.exec_driver_sql("CREATE TABLE t (n INTEGER)"))
+    settings = {"writer_wait_ms": 5000, "checkpoint_every": 1000, "idle_seconds": 0.2}
+    async with writer_thread(path, **settings) as writer:
         await writer.run(insert(1), here=True)
         assert await checkpointed(path, tmp_path / "copy.db", 1)
-    finally:
-        writer.close()
-        engine.dispose()
 
 
 async def test_the_writer_checkpoints_what_it_committed_when_it_closes(tmp_path: Path) -> None:
