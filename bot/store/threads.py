@@ -205,13 +205,10 @@ class DatabaseThreads:
         except BaseException:
             self._drop_writer_connection()
             raise
-        self._committed()
-        return result
-
-    def _committed(self) -> None:
         self._commits += 1
         if self._commits == self._checkpoint_every:
-            self._queue.put(_CHECKPOINT)
+            self._queue.put(_CHECKPOINT)  # wakes the writer if it is idle
+        return result
 
     def _writer_connection(self) -> tuple[sa.Connection, sqlite3.Connection]:
         if self._shared is None:
@@ -227,9 +224,9 @@ class DatabaseThreads:
     def _checkpoint(self) -> None:
         """Copy committed pages from the WAL into the database file, without blocking anyone."""
         with self._writing:
-            self._commits = 0
-            if self._shared is None:
+            if not self._commits or self._shared is None:
                 return
+            self._commits = 0
             try:
                 self._shared[1].execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             except sqlite3.Error:
@@ -268,8 +265,7 @@ class DatabaseThreads:
                 try:
                     job = self._queue.get(timeout=self._idle_seconds)
                 except queue.Empty:
-                    if self._commits:
-                        self._checkpoint()
+                    self._checkpoint()
                     continue
                 if job is None:
                     break
@@ -280,18 +276,21 @@ class DatabaseThreads:
                 with self._writing:
                     try:
                         outcomes = self._transact(self._writer_connection(), jobs)
-                        self._committed()
+                        self._commits += 1
                     except BaseException as exc:
                         self._drop_writer_connection()
                         outcomes = [(None, exc)] * len(jobs)
                 _settle(jobs, outcomes)
+                # Also catches the count a ``here`` caller reached while its
+                # wake-up was taken into this group.
+                if self._commits >= self._checkpoint_every:
+                    self._checkpoint()
                 if stop:
                     break
         finally:
             # What this process committed goes to the database file before it
             # leaves: another process's writer checkpoints only its own commits.
-            if self._commits:
-                self._checkpoint()
+            self._checkpoint()
             with self._writing:
                 self._drop_writer_connection()
 

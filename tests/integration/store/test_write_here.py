@@ -123,6 +123,17 @@ async def test_the_writer_checkpoints_after_so_many_commits(tmp_path: Path) -> N
         assert driver.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)
 
 
+async def test_commits_on_the_writer_thread_count_towards_a_checkpoint_too(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "r.db"
+    settings = {"writer_wait_ms": 5000, "checkpoint_every": 10, "idle_seconds": 3600}
+    async with writer_thread(path, **settings) as writer:
+        for n in range(12):
+            await writer.run(insert(n))
+        assert await checkpointed(path, tmp_path / "copy.db", 9)
+
+
 async def test_the_writer_checkpoints_when_it_falls_idle(tmp_path: Path) -> None:
     path = tmp_path / "r.db"
     settings = {"writer_wait_ms": 5000, "checkpoint_every": 1000, "idle_seconds": 0.2}
