@@ -30,10 +30,10 @@ class _SQLiteUTCText(sqlite.DATETIME):
     """SQLite's DATETIME column, read and written by ``datetime`` itself.
 
     SQLAlchemy's own processors format each value through a ``%`` template and
-    parse it back with a regular expression: about a tenth of an engine step,
-    which binds sixteen datetimes. ``isoformat`` and ``fromisoformat`` read
-    and write the very same text (``2026-11-21 16:05:10.123456``) in C, so
-    rows written either way read back alike.
+    parse it back with a regular expression, about 1.5 µs more per value than
+    ``isoformat`` and ``fromisoformat``, and an engine step binds sixteen.
+    Those read and write the very same text (``2026-11-21 16:05:10.123456``)
+    in C, so rows written either way read back alike.
     """
 
     def bind_processor(self, dialect: Dialect) -> None:
