@@ -24,9 +24,12 @@ step in flight) may ask to run ``here``: on its own thread, at once, when the
 writer is idle and nobody is queued. Handing a transaction to the writer and
 back cost about a tenth of a chain step (two thread wake-ups on a busy
 machine), and a lone transaction has nothing to group with. It never waits
-for another process there: its ``BEGIN`` does not wait for the lock
-(``busy_timeout`` 0), and if the lock is taken the transaction goes to the
-writer thread, which waits as usual. Nor does it ever checkpoint there: the
+for another process there: the writer's connection keeps ``busy_timeout`` at
+0, so its ``BEGIN`` does not wait for the lock, and if the lock is taken the
+transaction goes to the writer thread. That thread waits as every connection
+does, turning the timeout on for the one ``BEGIN`` that found the lock taken:
+setting and clearing it around every ``BEGIN`` cost two statements a
+transaction for a case that is rare. Nor does it ever checkpoint there: the
 writer's connection does not checkpoint by itself
 (``wal_autocheckpoint=0``), and its thread copies the WAL back after every
 ``CHECKPOINT_EVERY`` commits and whenever it falls idle, so a checkpoint's
@@ -115,9 +118,10 @@ class DatabaseThreads:
     ) -> None:
         """Threads with their queue; ``writer_wait_ms`` makes the single writer.
 
-        It is that thread's ``busy_timeout``, and turns on running lone
-        transactions ``here`` and the writer's own checkpoints, after
-        ``checkpoint_every`` commits or ``idle_seconds`` without work.
+        It is how long that thread waits for another process's lock, and
+        turns on running lone transactions ``here`` and the writer's own
+        checkpoints, after ``checkpoint_every`` commits or ``idle_seconds``
+        without work.
         """
         if writer_wait_ms is not None and count != 1:
             raise ValueError("only a single writer thread can share its connection")
@@ -190,15 +194,12 @@ class DatabaseThreads:
             held = self._writer_connection()
             conn, driver = held
             with conn.begin():
-                driver.execute("PRAGMA busy_timeout=0")
                 try:
                     driver.execute(self._begin)
                 except sqlite3.OperationalError as exc:
                     if exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
                         raise _Locked from None
                     raise
-                finally:
-                    driver.execute(f"PRAGMA busy_timeout={self._wait_ms}")
                 result = work(conn)
         except _Locked:
             raise
@@ -214,6 +215,7 @@ class DatabaseThreads:
         if self._shared is None:
             self._shared = self._connect()
             self._shared[1].execute("PRAGMA wal_autocheckpoint=0")
+            self._shared[1].execute("PRAGMA busy_timeout=0")
         return self._shared
 
     def _drop_writer_connection(self) -> None:
@@ -327,7 +329,7 @@ class DatabaseThreads:
         """
         conn, driver = held
         with conn.begin():
-            driver.execute(self._begin)
+            self._begin_waiting(driver)
             if len(jobs) == 1:
                 return [(jobs[0].work(conn), None)]
             outcomes: list[Outcome] = []
@@ -340,6 +342,23 @@ class DatabaseThreads:
                     outcomes.append((None, exc))
                 driver.execute("RELEASE relay_job")
             return outcomes
+
+    def _begin_waiting(self, driver: sqlite3.Connection) -> None:
+        """``BEGIN``, waiting up to ``writer_wait_ms`` on the writer's connection if it is taken."""
+        if self._wait_ms is None:
+            driver.execute(self._begin)
+            return
+        try:
+            driver.execute(self._begin)
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                raise
+        driver.execute(f"PRAGMA busy_timeout={self._wait_ms}")
+        try:
+            driver.execute(self._begin)
+        finally:
+            driver.execute("PRAGMA busy_timeout=0")
 
     def _connect(self) -> tuple[sa.Connection, sqlite3.Connection]:
         conn = self._engine.connect()
