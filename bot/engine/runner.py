@@ -165,7 +165,7 @@ class Engine:
             tx.insert_run(run)
             return self._apply_in(tx, run.id, StartRun(actor=started_by))
 
-        done = await self.store.transaction(work)
+        done = await self.store.transaction(work, here=not self.in_flight)
         await self._perform(done)
         return done[0][0].run
 
@@ -409,9 +409,19 @@ class Engine:
         Its leases would lapse by themselves, but a restart after a crash should
         not wait for them: a lease owner on this host whose pid is gone is dead.
         """
-        count = 0
         host = socket.gethostname()
         dead = {owner for owner in await self.store.lease_owners_on(host) if _dead_local(owner)}
+        count = await self._take_over(host, dead) if dead else 0
+        for parent, key, child in await self.store.waiting_children():
+            from bot.engine.events import child_finished
+
+            snap = await self.store.snapshot(child)
+            await self.apply(parent, child_finished(snap.run, key))
+            count += 1
+        return count
+
+    async def _take_over(self, host: str, dead: set[str]) -> int:
+        """Resume the attempts ``dead`` owners on ``host`` left; returns how many."""
         # The machine only resumes lapsed leases, so the dead owners' lapse now.
         await self.store.end_leases(dead, self.clock.now())
         lost = [row for row in await self.store.leased_on(host) if row.lease_owner in dead]
@@ -431,14 +441,7 @@ class Engine:
             # Lost a race with another replica: one by one, each retried on its own.
             for row in lost:
                 await self.apply(row.run_id, LeaseExpired(key=row.key, attempt=row.attempt))
-        count += len(lost)
-        for parent, key, child in await self.store.waiting_children():
-            from bot.engine.events import child_finished
-
-            snap = await self.store.snapshot(child)
-            await self.apply(parent, child_finished(snap.run, key))
-            count += 1
-        return count
+        return len(lost)
 
     async def wait_for_wake(self, seconds: float) -> None:
         """Sleep until a timer may be due, a run ended or waits for people, or ``seconds`` pass."""

@@ -126,14 +126,19 @@ class Database:
         writer, _ = self._sqlite_threads(engine)
         return await writer.run(work, here=here)
 
-    async def read(self, work: Work[T]) -> T:
-        """Run ``work`` in a read transaction: one consistent view; never blocks writers (WAL)."""
+    async def read(self, work: Work[T], *, here: bool = False) -> T:
+        """Run ``work`` in a read transaction: one consistent view; never blocks writers (WAL).
+
+        ``here``: on SQLite, run it on the caller's thread if no reader thread is
+        busy or queued (``bot.store.threads``); for small bounded queries only,
+        since the event loop waits for it. A hint, ignored elsewhere.
+        """
         engine = self.engine
         if isinstance(engine, AsyncEngine):
             async with engine.connect() as conn, conn.begin():
                 return await conn.run_sync(work)
         _, readers = self._sqlite_threads(engine)
-        return await readers.run(work)
+        return await readers.run(work, here=here)
 
     def driver_connections(self) -> list[sqlite3.Connection]:
         """The SQLite connections the database threads hold now, to trace what they send.

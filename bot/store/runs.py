@@ -141,7 +141,7 @@ class Store:
     async def get_run(self, run_id: str) -> Run:
         """The run as last committed. Raises ``RunNotFound``."""
         key = {"id": run_id}
-        found = await self.database.read(lambda conn: _RUN_BY_ID.mappings(conn, key))
+        found = await self.database.read(lambda conn: _RUN_BY_ID.mappings(conn, key), here=True)
         if not found:
             raise RunNotFound(f"no run {run_id}", run_id=run_id)
         return rows.run_from(found[0])
@@ -151,7 +151,9 @@ class Store:
 
         Deciding on it is unsafe: ``Tx.load`` is the locked version.
         """
-        return await self.database.read(lambda conn: load_snapshot(conn, run_id, lock=False))
+        return await self.database.read(
+            lambda conn: load_snapshot(conn, run_id, lock=False), here=True
+        )
 
     async def snapshots_with_attempts(
         self, run_ids: Collection[str]
@@ -176,7 +178,8 @@ class Store:
                 found[run_id] = snapshot, [rows.attempt_from(row) for row in tried]
             return found
 
-        return await self.database.read(work)
+        # One run's rows are a few small queries; many runs' are not.
+        return await self.database.read(work, here=len(run_ids) <= 1)
 
     async def list_runs(
         self,
@@ -254,13 +257,15 @@ class Store:
     async def due_timers(self, now: datetime, limit: int = 200) -> list[Timer]:
         """Timers due at or before ``now``, earliest first. Fire each with ``Tx.take_timer``."""
         key = {"now": now, "limit": limit}
-        return await self.database.read(lambda conn: _all(conn, _DUE_TIMERS, rows.timer_from, key))
+        return await self.database.read(
+            lambda conn: _all(conn, _DUE_TIMERS, rows.timer_from, key), here=True
+        )
 
     async def expired_leases(self, now: datetime, limit: int = 200) -> list[StepRun]:
         """Running steps whose lease ended before ``now``: their worker died or hung."""
         key = {"now": now, "limit": limit}
         return await self.database.read(
-            lambda conn: _all(conn, _EXPIRED_LEASES, rows.step_from, key)
+            lambda conn: _all(conn, _EXPIRED_LEASES, rows.step_from, key), here=True
         )
 
     async def leased_on(self, host: str, limit: int = 10_000) -> list[StepRun]:
@@ -297,7 +302,9 @@ class Store:
                 outbox.c.lease_owner.startswith(prefix, autoescape=True)
             ),
         )
-        return await self.database.read(lambda conn: {owner for (owner,) in conn.execute(held)})
+        return await self.database.read(
+            lambda conn: {owner for (owner,) in conn.execute(held)}, here=True
+        )
 
     async def end_leases(self, owners: Collection[str], now: datetime) -> int:
         """End at ``now`` every lease ``owners`` hold; returns how many steps they held.
@@ -427,12 +434,13 @@ class Store:
         return await self.database.write(
             lambda conn: outbox_queries.claim(
                 conn, owner, now, limit=limit, lease=lease, family=family
-            )
+            ),
+            here=True,
         )
 
     async def finish_outbox(self, ids: Collection[int]) -> None:
         """Delete delivered outbox rows (unknown ids are ignored)."""
-        await self.database.write(lambda conn: outbox_queries.finish(conn, ids))
+        await self.database.write(lambda conn: outbox_queries.finish(conn, ids), here=True)
 
     async def defer_outbox(self, item_id: int, *, until: datetime, error: str) -> None:
         """Put a failed delivery back, due at ``until``: ``tries`` goes up, the error is kept."""
@@ -488,7 +496,9 @@ class Store:
         query, key = (
             (_COUNT_OUTBOX, {}) if family is None else (_COUNT_FAMILY_OUTBOX, {"family": family})
         )
-        return await self.database.read(lambda conn: int(conn.execute(query, key).scalar_one()))
+        return await self.database.read(
+            lambda conn: int(conn.execute(query, key).scalar_one()), here=True
+        )
 
 
 def _checked_prefix(prefix: str) -> str:

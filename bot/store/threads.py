@@ -34,6 +34,13 @@ writer's connection does not checkpoint by itself
 (``wal_autocheckpoint=0``), and its thread copies the WAL back after every
 ``CHECKPOINT_EVERY`` commits and whenever it falls idle, so a checkpoint's
 writes and fsync never stall the event loop.
+
+Reads may run ``here`` too, on a connection of the caller's own, when no
+reader thread is busy and none is queued. The callers are the store's small
+bounded queries (a run's row, due timers, the outbox of one run): the worker
+loop asks them between steps, when a hop to a reader thread and back cost
+more than the query itself, four or five times over. Under load the threads
+are busy and the reads go to them, where SQLite works beside the event loop.
 """
 
 from __future__ import annotations
@@ -140,6 +147,11 @@ class DatabaseThreads:
         """The writer's connection, once open."""
         self._commits = 0
         """Commits since the writer's last checkpoint."""
+        self._busy = 0
+        """Reader threads running a transaction now."""
+        self._own: tuple[sa.Connection, sqlite3.Connection] | None = None
+        self._owning = threading.Lock()
+        """Held while a caller reads ``here`` on ``_own``, a reader connection of its own."""
         # Daemon threads: a process that exits without closing the database
         # must not hang on them; an unfinished transaction is rolled back.
         self._threads = [
@@ -154,20 +166,22 @@ class DatabaseThreads:
 
         If the caller is cancelled meanwhile, the transaction still ends as
         ``work`` does: cancellation never leaves half a transaction, nor undoes one.
-        ``here``: run it on this thread instead if the writer is free (see above).
+        ``here``: run it on this thread instead if the threads are free (see above).
         """
-        if (
-            here
-            and self._wait_ms is not None
-            and self._queue.empty()
-            and self._writing.acquire(blocking=False)
-        ):
-            try:
-                return self._here(work)
-            except _Locked:
-                pass
-            finally:
-                self._writing.release()
+        if here and self._queue.empty():
+            if self._wait_ms is not None:
+                if self._writing.acquire(blocking=False):
+                    try:
+                        return self._here(work)
+                    except _Locked:
+                        pass
+                    finally:
+                        self._writing.release()
+            elif not self._busy and self._owning.acquire(blocking=False):
+                try:
+                    return self._read_here(work)
+                finally:
+                    self._owning.release()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._queue.put(_Job(loop, future, work))
@@ -184,6 +198,10 @@ class DatabaseThreads:
             self._queue.put(None)
         for thread in self._threads:
             thread.join()
+        with self._owning:
+            if self._own is not None:
+                self._release(*self._own)
+                self._own = None
 
     def _here(self, work: Callable[[sa.Connection], T]) -> T:
         """Run ``work`` on the writer's connection from the calling thread.
@@ -210,6 +228,20 @@ class DatabaseThreads:
         if self._commits == self._checkpoint_every:
             self._queue.put(_CHECKPOINT)  # wakes the writer if it is idle
         return result
+
+    def _read_here(self, work: Callable[[sa.Connection], T]) -> T:
+        """Run ``work`` in a read transaction on the caller's own connection."""
+        if self._own is None:
+            self._own = self._connect()
+        conn, driver = self._own
+        try:
+            with conn.begin():
+                driver.execute(self._begin)
+                return work(conn)
+        except BaseException:
+            self._release(conn, driver)
+            self._own = None
+            raise
 
     def _writer_connection(self) -> tuple[sa.Connection, sqlite3.Connection]:
         if self._shared is None:
@@ -242,6 +274,8 @@ class DatabaseThreads:
         try:
             while (job := self._queue.get()) is not None:
                 jobs, stop = self._queued_after(cast(_Job[Any], job))
+                with self._lock:
+                    self._busy += 1
                 try:
                     if held is None:
                         held = self._connect()
@@ -253,6 +287,9 @@ class DatabaseThreads:
                         self._release(*held)
                         held = None
                     outcomes = [(None, exc)] * len(jobs)
+                finally:
+                    with self._lock:
+                        self._busy -= 1
                 _settle(jobs, outcomes)
                 if stop:
                     break
