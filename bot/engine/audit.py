@@ -7,7 +7,6 @@ ends at the head the run row records.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from collections.abc import Iterable
@@ -19,16 +18,16 @@ from bot.engine.records import AuditEntry
 
 def entry_hash(entry: AuditEntry) -> str:
     """The hash an entry must carry: a canonical JSON of its fields and the previous hash."""
+    return _digest(
+        entry.prev_hash, entry.run_id, entry.seq, entry.at, entry.actor, entry.action, entry.detail
+    )
+
+
+def _digest(
+    prev_hash: str, run_id: str, seq: int, at: datetime, actor: str, action: str, detail: Any
+) -> str:
     body = json.dumps(
-        [
-            entry.prev_hash,
-            entry.run_id,
-            entry.seq,
-            entry.at.isoformat(),
-            entry.actor,
-            entry.action,
-            entry.detail,
-        ],
+        [prev_hash, run_id, seq, at.isoformat(), actor, action, detail],
         sort_keys=True,
         separators=(",", ":"),
         default=str,
@@ -40,7 +39,7 @@ def seal(
     *, run_id: str, seq: int, prev_hash: str, at: datetime, actor: str, action: str, detail: Any
 ) -> AuditEntry:
     """Make the next entry of a chain."""
-    entry = AuditEntry(
+    return AuditEntry(
         run_id=run_id,
         seq=seq,
         at=at,
@@ -48,9 +47,8 @@ def seal(
         action=action,
         detail=detail,
         prev_hash=prev_hash,
-        hash="",
+        hash=_digest(prev_hash, run_id, seq, at, actor, action, detail),
     )
-    return dataclasses.replace(entry, hash=entry_hash(entry))
 
 
 def verify_chain(entries: Iterable[AuditEntry], *, head: str) -> str | None:

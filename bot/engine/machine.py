@@ -71,15 +71,13 @@ def _succeeded(move: Move, event: StepSucceeded) -> bool:
     if row is None:
         return _unchanged(move, "stale result dropped: the step moved on")
     move.finish_attempt(event.key, event.attempt, "succeeded", status=event.status)
-    move.set_step(
-        dataclasses.replace(
-            row,
-            state=StepState.SUCCEEDED,
-            output=event.output,
-            error=None,
-            lease_owner=None,
-            lease_until=None,
-        )
+    move.update_step(
+        row.key,
+        state=StepState.SUCCEEDED,
+        output=event.output,
+        error=None,
+        lease_owner=None,
+        lease_until=None,
     )
     move.audit(move.ctx.worker or "engine", "step.succeeded", step=event.key, attempt=event.attempt)
     advance(move)

@@ -114,6 +114,10 @@ class Move:
         self.reply: str | None = None
         self._finish_seq = max((s.finish_seq for s in self.steps.values()), default=0)
         self._status_dirty = False
+        # The run's chain head moves with each entry; ``build`` writes it to the run
+        # once, instead of copying the run for every entry.
+        self._audit_seq = snapshot.run.audit_seq
+        self._audit_head = snapshot.run.audit_head
 
     # ------------------------------------------------------------ rows
 
@@ -125,21 +129,28 @@ class Move:
         self._status_dirty = True
 
     def set_step(self, row: StepRun) -> StepRun:
+        return self._put(row, {})
+
+    def update_step(self, key: str, **changes: Any) -> StepRun:
+        return self._put(self.steps[key], changes)
+
+    def _put(self, row: StepRun, changes: dict[str, Any]) -> StepRun:
+        """Store ``row`` with ``changes``, stamping a finish: one copy of the row at most."""
         old = self.steps.get(row.key)
         old_state = None if old is None else old.state
-        if old_state != row.state:
-            if row.state not in STEP_MOVES[old_state]:
-                raise IllegalMove(f"step {row.key}: {old_state} -> {row.state}")
-            if row.state.finished and row.state is not StepState.COMPENSATED:
+        state = changes.get("state", row.state)
+        if old_state != state:
+            if state not in STEP_MOVES[old_state]:
+                raise IllegalMove(f"step {row.key}: {old_state} -> {state}")
+            if state.finished and state is not StepState.COMPENSATED:
                 self._finish_seq += 1
-                row = dataclasses.replace(row, finish_seq=self._finish_seq, finished_at=self.now)
+                changes = {**changes, "finish_seq": self._finish_seq, "finished_at": self.now}
             self._status_dirty = True
+        if changes:
+            row = dataclasses.replace(row, **changes)
         self.steps[row.key] = row
         self.changed_steps[row.key] = row
         return row
-
-    def update_step(self, key: str, **changes: Any) -> StepRun:
-        return self.set_step(dataclasses.replace(self.steps[key], **changes))
 
     def set_approval(self, approval: Approval) -> None:
         self.approvals[approval.step_key] = approval
@@ -188,30 +199,33 @@ class Move:
         """Start the next attempt of a step on this worker, under a fresh lease."""
         row = self.steps[key]
         attempt = row.attempt + 1
-        self.set_step(dataclasses.replace(row, state=StepState.RUNNING, attempt=attempt))
+        self.update_step(key, state=StepState.RUNNING, attempt=attempt, **self._lease(row))
         self.record_attempt(
             Attempt(run_id=self.run.id, step_key=key, number=attempt, started_at=self.now)
         )
-        self.claim(key)
+        self._perform(key, attempt)
 
     def claim(self, key: str) -> None:
-        """Lease the step's current attempt to this worker and have it performed.
+        """Lease the step's current attempt to this worker and have it performed."""
+        row = self.update_step(key, **self._lease(self.steps[key]))
+        self._perform(key, row.attempt)
+
+    def _lease(self, row: StepRun) -> dict[str, Any]:
+        """The fields that lease ``row``'s attempt to this worker.
 
         A passive engine leaves the lease unowned and already lapsed, so the next
         worker tick claims it without counting an abandoned attempt.
         """
-        row = self.steps[key]
         worker = self.ctx.worker
-        self.set_step(
-            dataclasses.replace(
-                row,
-                started_at=row.started_at or self.now,
-                lease_owner=worker,
-                lease_until=self.now + self.ctx.lease if worker else self.now,
-            )
-        )
-        if worker is not None:
-            self.executions[key] = Execution(run_id=self.run.id, key=key, attempt=row.attempt)
+        return {
+            "started_at": row.started_at or self.now,
+            "lease_owner": worker,
+            "lease_until": self.now + self.ctx.lease if worker else self.now,
+        }
+
+    def _perform(self, key: str, attempt: int) -> None:
+        if self.ctx.worker is not None:
+            self.executions[key] = Execution(run_id=self.run.id, key=key, attempt=attempt)
 
     def abort(self, key: str) -> None:
         """Stop a step wherever it is: in flight, backing off, or waiting.
@@ -248,18 +262,18 @@ class Move:
     # ------------------------------------------------------------ outputs
 
     def audit(self, actor: str, action: str, **detail: Any) -> None:
-        seq = self.run.audit_seq + 1
+        self._audit_seq += 1
         entry = seal(
             run_id=self.run.id,
-            seq=seq,
-            prev_hash=self.run.audit_head,
+            seq=self._audit_seq,
+            prev_hash=self._audit_head,
             at=self.now,
             actor=actor,
             action=action,
             detail=detail,
         )
         self.audit_entries.append(entry)
-        self.run = dataclasses.replace(self.run, audit_seq=seq, audit_head=entry.hash)
+        self._audit_head = entry.hash
 
     def effect(self, kind: str, step_key: str = "", **payload: Any) -> None:
         self.chat.append(
@@ -274,7 +288,13 @@ class Move:
     def build(self) -> Transition:
         if self._status_dirty:
             self.effect("run")
-        run = dataclasses.replace(self.run, version=self.run.version + 1, updated_at=self.now)
+        run = dataclasses.replace(
+            self.run,
+            version=self.run.version + 1,
+            updated_at=self.now,
+            audit_seq=self._audit_seq,
+            audit_head=self._audit_head,
+        )
         return Transition(
             run=run,
             steps=tuple(self.changed_steps.values()),
