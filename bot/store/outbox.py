@@ -16,6 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from bot.store.prepared import Prepared
 from bot.store.tables import outbox, runs
 
 
@@ -65,7 +66,8 @@ def _claim_statement(*, family: bool) -> sa.Update:
     )
 
 
-_CLAIMS = {family: _claim_statement(family=family) for family in (False, True)}
+_CLAIMS = {family: Prepared(_claim_statement(family=family)) for family in (False, True)}
+_FINISH = Prepared(sa.delete(outbox).where(outbox.c.id == sa.bindparam("id")))
 
 
 def claim(
@@ -87,15 +89,13 @@ def claim(
     params = {"now": now, "limit": limit, "owner": owner, "until": now + lease}
     if family is not None:
         params["family"] = family
-    result = conn.execute(_CLAIMS[family is not None], params)
-    items = [OutboxItem(**row) for row in result.mappings()]
+    items = [OutboxItem(**row) for row in _CLAIMS[family is not None].mappings(conn, params)]
     return sorted(items, key=lambda item: item.id)
 
 
 def finish(conn: sa.Connection, ids: Collection[int]) -> None:
     """Delete delivered rows."""
-    if ids:
-        conn.execute(sa.delete(outbox).where(outbox.c.id.in_(list(ids))))
+    _FINISH.execute(conn, [{"id": item_id} for item_id in ids])
 
 
 def defer(conn: sa.Connection, item_id: int, *, until: datetime, error: str) -> None:

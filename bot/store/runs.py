@@ -52,13 +52,13 @@ _ATTEMPTS = Prepared(
 """A run's attempts in the order they started."""
 _NOW = sa.bindparam("now", type_=timers.c.due_at.type)
 _LIMIT = sa.bindparam("limit", type_=sa.Integer)
-_DUE_TIMERS = (
+_DUE_TIMERS = Prepared(
     sa.select(timers)
     .where(timers.c.due_at <= _NOW)
     .order_by(timers.c.due_at, timers.c.run_id, timers.c.step_key)
     .limit(_LIMIT)
 )
-_EXPIRED_LEASES = (
+_EXPIRED_LEASES = Prepared(
     sa.select(step_runs)
     .where(step_runs.c.state == StepState.RUNNING.value, step_runs.c.lease_until < _NOW)
     .order_by(step_runs.c.lease_until)
@@ -78,11 +78,14 @@ _WAITING_CHILDREN = (
     .order_by(_CHILD.c.parent_run_id, _CHILD.c.parent_step_key, _CHILD.c.id)
 )
 _FAMILY = sa.bindparam("family", type_=sa.String)
-_COUNT_OUTBOX = sa.select(sa.func.count()).select_from(outbox)
-_COUNT_FAMILY_OUTBOX = _COUNT_OUTBOX.where(
-    sa.or_(
-        outbox.c.run_id == _FAMILY,
-        outbox.c.run_id.in_(sa.select(runs.c.id).where(runs.c.parent_run_id == _FAMILY)),
+_COUNT_ALL_OUTBOX = sa.select(sa.func.count()).select_from(outbox)
+_COUNT_OUTBOX = Prepared(_COUNT_ALL_OUTBOX)
+_COUNT_FAMILY_OUTBOX = Prepared(
+    _COUNT_ALL_OUTBOX.where(
+        sa.or_(
+            outbox.c.run_id == _FAMILY,
+            outbox.c.run_id.in_(sa.select(runs.c.id).where(runs.c.parent_run_id == _FAMILY)),
+        )
     )
 )
 """What the worker loop asks on every turn, built once: building a query cost more
@@ -258,14 +261,14 @@ class Store:
         """Timers due at or before ``now``, earliest first. Fire each with ``Tx.take_timer``."""
         key = {"now": now, "limit": limit}
         return await self.database.read(
-            lambda conn: _all(conn, _DUE_TIMERS, rows.timer_from, key), here=True
+            lambda conn: list(map(rows.timer_from, _DUE_TIMERS.mappings(conn, key))), here=True
         )
 
     async def expired_leases(self, now: datetime, limit: int = 200) -> list[StepRun]:
         """Running steps whose lease ended before ``now``: their worker died or hung."""
         key = {"now": now, "limit": limit}
         return await self.database.read(
-            lambda conn: _all(conn, _EXPIRED_LEASES, rows.step_from, key), here=True
+            lambda conn: list(map(rows.step_from, _EXPIRED_LEASES.mappings(conn, key))), here=True
         )
 
     async def leased_on(self, host: str, limit: int = 10_000) -> list[StepRun]:
@@ -496,9 +499,7 @@ class Store:
         query, key = (
             (_COUNT_OUTBOX, {}) if family is None else (_COUNT_FAMILY_OUTBOX, {"family": family})
         )
-        return await self.database.read(
-            lambda conn: int(conn.execute(query, key).scalar_one()), here=True
-        )
+        return await self.database.read(lambda conn: int(query.rows(conn, [key])[0][0]), here=True)
 
 
 def _checked_prefix(prefix: str) -> str:
