@@ -8,6 +8,7 @@ checker and the engine agree on exactly which strings are rendered.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from datetime import timedelta
 from enum import StrEnum
@@ -537,10 +538,16 @@ class FlowDef(Model):
 
     def step(self, step_id: str) -> Step:
         """The step with this id (anywhere in the file)."""
+        return self._steps_by_id[step_id]
+
+    @functools.cached_property
+    def _steps_by_id(self) -> dict[str, Step]:
+        # The engine looks a step up on every transition and attempt; walking the
+        # tree for it cost a generator frame per step before it.
+        found: dict[str, Step] = {}
         for _, step in self.walk():
-            if step.id == step_id:
-                return step
-        raise KeyError(step_id)
+            found.setdefault(step.id, step)
+        return found
 
 
 def _walk(step: Step, path: Path) -> Iterator[tuple[Path, Step]]:

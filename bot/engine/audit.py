@@ -15,6 +15,9 @@ from typing import Any
 
 from bot.engine.records import AuditEntry
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+"""``json.dumps`` with these settings builds an encoder per call; entries are sealed often."""
+
 
 def entry_hash(entry: AuditEntry) -> str:
     """The hash an entry must carry: a canonical JSON of its fields and the previous hash."""
@@ -26,12 +29,7 @@ def entry_hash(entry: AuditEntry) -> str:
 def _digest(
     prev_hash: str, run_id: str, seq: int, at: datetime, actor: str, action: str, detail: Any
 ) -> str:
-    body = json.dumps(
-        [prev_hash, run_id, seq, at.isoformat(), actor, action, detail],
-        sort_keys=True,
-        separators=(",", ":"),
-        default=str,
-    )
+    body = _CANONICAL.encode([prev_hash, run_id, seq, at.isoformat(), actor, action, detail])
     return hashlib.sha256(body.encode()).hexdigest()
 
 

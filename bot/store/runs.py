@@ -64,6 +64,17 @@ _EXPIRED_LEASES = Prepared(
     .order_by(step_runs.c.lease_until)
     .limit(_LIMIT)
 )
+_PATTERN = sa.bindparam("pattern", type_=sa.String)
+_OWNERS_LIKE = Prepared(
+    sa.union(
+        sa.select(step_runs.c.lease_owner).where(
+            step_runs.c.state == StepState.RUNNING.value,
+            step_runs.c.lease_owner.like(_PATTERN, escape="/"),
+        ),
+        sa.select(outbox.c.lease_owner).where(outbox.c.lease_owner.like(_PATTERN, escape="/")),
+    )
+)
+"""Lease owners matching a ``LIKE`` pattern (``_starting``): every worker start asks."""
 _CHILD = runs.alias("child")
 _WAITING_CHILDREN = (
     sa.select(_CHILD.c.parent_run_id, _CHILD.c.parent_step_key, _CHILD.c.id)
@@ -295,18 +306,9 @@ class Store:
         Recovery asks which of them are dead: a worker killed while it held only
         chat messages must have those released too.
         """
-        prefix = f"{host}:"
-        held = sa.union(
-            sa.select(step_runs.c.lease_owner).where(
-                step_runs.c.state == StepState.RUNNING.value,
-                step_runs.c.lease_owner.startswith(prefix, autoescape=True),
-            ),
-            sa.select(outbox.c.lease_owner).where(
-                outbox.c.lease_owner.startswith(prefix, autoescape=True)
-            ),
-        )
+        key = {"pattern": _starting(f"{host}:")}
         return await self.database.read(
-            lambda conn: {owner for (owner,) in conn.execute(held)}, here=True
+            lambda conn: {owner for (owner,) in _OWNERS_LIKE.rows(conn, [key])}, here=True
         )
 
     async def end_leases(self, owners: Collection[str], now: datetime) -> int:
@@ -500,6 +502,12 @@ class Store:
             (_COUNT_OUTBOX, {}) if family is None else (_COUNT_FAMILY_OUTBOX, {"family": family})
         )
         return await self.database.read(lambda conn: int(query.rows(conn, [key])[0][0]), here=True)
+
+
+def _starting(prefix: str) -> str:
+    """A ``LIKE`` pattern (escape ``/``) for values that start with ``prefix``."""
+    escaped = prefix.replace("/", "//").replace("%", "/%").replace("_", "/_")
+    return escaped + "%"
 
 
 def _checked_prefix(prefix: str) -> str:

@@ -154,6 +154,21 @@ async def test_leased_on_is_running_steps_leased_on_that_host(store: Store) -> N
     assert await store.leased_on("web-2") == [elsewhere]
 
 
+async def test_lease_owners_on_a_host_hold_running_steps_or_outbox_rows(store: Store) -> None:
+    run = make_run()
+    steps = (
+        make_step(run.id, "a", lease_owner="web_1:41:ab"),
+        make_step(run.id, "b", lease_owner="webx1:42:ab"),
+        make_step(run.id, "c", lease_owner="web%1:43:ab"),
+        make_step(run.id, "d", state=StepState.SUCCEEDED, lease_owner="web_1:9:cd"),
+    )
+    await add(store, run, steps=steps, chat=(effect(run.id),))
+    await store.claim_outbox("web_1:7:ef", at(10_000), lease=timedelta(seconds=60))
+    assert await store.lease_owners_on("web_1") == {"web_1:41:ab", "web_1:7:ef"}
+    assert await store.lease_owners_on("web%1") == {"web%1:43:ab"}, "% is no wildcard"
+    assert await store.lease_owners_on("web") == set()
+
+
 async def test_renew_leases_only_where_still_held(store: Store) -> None:
     run = make_run()
     mine = make_step(run.id, "a", lease_owner="me")
