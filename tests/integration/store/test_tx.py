@@ -84,6 +84,17 @@ def test_datetimes_are_stored_as_sqlalchemys_sqlite_datetime_text(micro: int) ->
     assert ours.result_processor(dialect, None)(text) == instant
 
 
+def test_each_datetime_gets_its_own_text_however_often_it_repeats() -> None:
+    dialect = sqlite.dialect()
+    bind = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+    first, second = T0, T0 + timedelta(microseconds=1)
+    texts = [bind(value) for value in (first, first, second, first, T0.replace())]
+    one, two = (
+        value.replace(tzinfo=None).isoformat(" ", "microseconds") for value in (first, second)
+    )
+    assert texts == [one, one, two, one, one]
+
+
 async def test_naive_datetimes_are_refused(store: Store) -> None:
     run = make_run(created_at=T0.replace(tzinfo=None))
     with pytest.raises(sa.exc.StatementError, match="naive datetime"):
