@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -56,18 +55,19 @@ built once per process and reused by every transition.
 def upsert(
     conn: sa.Connection,
     table: sa.Table,
-    values: Sequence[dict[str, Any]],
+    records: Sequence[rows.Record],
     *,
     keep: Collection[str] = (),
 ) -> None:
-    """Insert ``values`` in one batched statement, overwriting rows whose primary key exists.
+    """Write ``records`` in one batched statement, overwriting rows whose primary key exists.
 
     Columns in ``keep`` are written only by the insert: an attempt's ``started_at``
     is set when it starts and must survive the update that records its end.
     """
-    if not values:
+    if not records:
         return
-    shape = (conn.dialect.name, table.name, tuple(values[0]), tuple(keep))
+    names, values = rows.values_of(records)
+    shape = (conn.dialect.name, table.name, names, tuple(keep))
     statement = _UPSERTS.get(shape)
     if statement is None:
         insert = dialect_insert(conn, table)
@@ -77,12 +77,12 @@ def upsert(
                 index_elements=keys,
                 set_={
                     name: insert.excluded[name]
-                    for name in values[0]
+                    for name in names
                     if name not in keys and name not in keep
                 },
             )
         )
-    statement.execute(conn, values)
+    statement.execute_rows(conn, names, values)
 
 
 _RUN_ID = sa.bindparam("run_id", type_=sa.String)
@@ -243,19 +243,14 @@ class Tx:
         if transition.new_runs:
             _INSERT_RUN.execute(self.conn, [rows.to_row(r) for r in transition.new_runs])
             self.seen.update({r.id: Snapshot(run=r, steps={}) for r in transition.new_runs})
-        upsert(self.conn, step_runs, [rows.to_row(step) for step in transition.steps])
-        upsert(
-            self.conn,
-            attempts,
-            [rows.to_row(a) for a in transition.attempts],
-            keep=("started_at",),
-        )
-        upsert(self.conn, approvals, [rows.to_row(a) for a in transition.approvals])
-        upsert(self.conn, votes, [rows.to_row(vote) for vote in transition.votes])
+        upsert(self.conn, step_runs, transition.steps)
+        upsert(self.conn, attempts, transition.attempts, keep=("started_at",))
+        upsert(self.conn, approvals, transition.approvals)
+        upsert(self.conn, votes, transition.votes)
         self._clear_timers(run.id, transition.timers_cleared)
-        upsert(self.conn, timers, [rows.to_row(timer) for timer in transition.timers_set])
+        upsert(self.conn, timers, transition.timers_set)
         if transition.audit:
-            _INSERT_AUDIT.execute(self.conn, [rows.to_row(entry) for entry in transition.audit])
+            _INSERT_AUDIT.execute_rows(self.conn, *rows.values_of(transition.audit))
         self.seen[run.id] = applied(before, transition)
         self._add_outbox(transition, run.updated_at)
 

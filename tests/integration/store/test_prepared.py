@@ -39,6 +39,28 @@ async def test_values_pass_through_their_types_as_with_core(tmp_path: Path) -> N
         await database.close()
 
 
+async def test_rows_of_values_by_name_are_stored_as_with_core(tmp_path: Path) -> None:
+    database = open_database(f"sqlite:///{tmp_path / 'r.db'}")
+    names = ("name", "data", "id", "at")
+    try:
+        await database.write(lambda conn: metadata.create_all(conn))
+        await database.write(
+            lambda conn: conn.execute(
+                sa.insert(things), [{"id": 1, "at": AT, "data": {"a": (1, 2)}, "name": "x"}]
+            )
+        )
+        prepared = Prepared(sa.insert(things))
+        rows = [("x", {"a": (1, 2)}, 2, AT), ("y", None, 3, None)]
+        await database.write(lambda conn: prepared.execute_rows(conn, names, rows))
+        raw = await database.read(
+            lambda conn: conn.exec_driver_sql("SELECT at, data, name FROM things ORDER BY id").all()
+        )
+        assert raw[0] == raw[1], "stored exactly as Core stores them"
+        assert raw[2] == (None, None, "y")
+    finally:
+        await database.close()
+
+
 async def test_rows_read_back_are_converted_as_with_core(tmp_path: Path) -> None:
     database = open_database(f"sqlite:///{tmp_path / 'r.db'}")
     select = sa.select(things).where(things.c.id == sa.bindparam("id"))
