@@ -48,6 +48,9 @@ Applied = list[tuple[Snapshot, Transition]]
 
 RACE_RETRIES = 5
 
+RENEW_AFTER = timedelta(seconds=0.5)
+"""How old a lease is before a tick renews it, and so checks that the step is still ours."""
+
 _SETTLED = frozenset({RunState.WAITING, *(state for state in RunState if state.finished)})
 """Run states where nothing moves without a person or the clock."""
 
@@ -119,6 +122,8 @@ class Engine:
         """A passive engine (a one-shot CLI command) commits attempts for workers to claim."""
         self._flights: dict[_Flight, asyncio.Task[None]] = {}
         """Attempts whose executor is still working: renewal and aborts act on these."""
+        self._lease_ends: dict[_Flight, datetime] = {}
+        """When each flight's lease ends, as this engine last set it."""
         self._settling: set[asyncio.Task[None]] = set()
         """Attempts with an outcome, being recorded: never cancelled half-way."""
         self._wake = asyncio.Event()
@@ -257,6 +262,8 @@ class Engine:
                 flight = _Flight(execution.run_id, execution.key, execution.attempt)
                 task = asyncio.create_task(self._execute(after, flight), name=str(flight))
                 self._flights[flight] = task
+                leased = after.steps[execution.key].lease_until
+                self._lease_ends[flight] = leased or self.clock.now()
                 task.add_done_callback(functools.partial(self._landed, flight))
             if transition.chat:
                 self.chat_pending.set()
@@ -267,6 +274,7 @@ class Engine:
 
     def _landed(self, flight: _Flight, task: asyncio.Task[None]) -> None:
         self._flights.pop(flight, None)
+        self._lease_ends.pop(flight, None)
         self._settling.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error(
@@ -392,10 +400,21 @@ class Engine:
         return self._apply_in(tx, timer.run_id, TimerDue(key=timer.step_key, purpose=timer.purpose))
 
     async def _renew(self) -> None:
-        if not self._flights:
+        # Renewing is also how a flight learns that another process cancelled its
+        # step or took it over, so a lease is renewed once RENEW_AFTER old, not
+        # only when it nears its end; but not sooner: a chain's quick steps paid
+        # a write transaction for it at every turn of the loop.
+        now = self.clock.now()
+        fresh = self.lease - RENEW_AFTER
+        due = [f for f, end in self._lease_ends.items() if end - now < fresh]
+        if not due:
             return
-        keys = {(f.run_id, f.key) for f in self._flights}
-        held = await self.store.renew_leases(self.worker_id, keys, self.clock.now() + self.lease)
+        keys = {(f.run_id, f.key) for f in due}
+        until = now + self.lease
+        held = await self.store.renew_leases(self.worker_id, keys, until)
+        for flight in due:
+            if (flight.run_id, flight.key) in held and flight in self._lease_ends:
+                self._lease_ends[flight] = until
         # Only flights that were asked about can have lost their lease: one that
         # started while the renewal waited on the database holds a fresh lease.
         lost = keys - held
