@@ -154,13 +154,17 @@ class Execution:
     attempt: int
 
 
+COLLAPSIBLE = frozenset({"run", "approval"})
+"""Chat effect kinds that render the run as it is when sent: one pending stands for many."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class ChatEffect:
     """A message to send or update, kept in the outbox until the chat confirms it.
 
     ``kind``: ``run`` (status message), ``approval`` (the card), ``alert``,
-    ``reminder``. ``run`` and ``approval`` render the current state when sent,
-    so several pending ones for the same target collapse into one.
+    ``reminder``. ``run`` and ``approval`` (``COLLAPSIBLE``) render the current
+    state when sent, so several pending ones for the same target collapse into one.
     """
 
     kind: str

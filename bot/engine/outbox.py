@@ -13,6 +13,7 @@ from collections import OrderedDict
 from datetime import timedelta
 from typing import Any
 
+from bot.engine.events import COLLAPSIBLE
 from bot.engine.move import flow_of
 from bot.engine.ports import Chat, RunView
 from bot.engine.runner import Clock
@@ -65,8 +66,7 @@ class Outbox:
             return 0
         groups: OrderedDict[tuple[str, str, str], list[Any]] = OrderedDict()
         for item in items:
-            collapsible = item.kind in ("run", "approval")
-            tag = "" if collapsible else str(item.id)
+            tag = "" if item.kind in COLLAPSIBLE else str(item.id)
             groups.setdefault((item.run_id, item.kind, item.step_key + tag), []).append(item)
         found = await self.store.snapshots_with_attempts([run_id for run_id, _, _ in groups])
         views = {

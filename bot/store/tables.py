@@ -271,6 +271,7 @@ outbox = sa.Table(
     sa.Column("lease_owner", sa.String(100), nullable=True),
     sa.Column("lease_until", UTCDateTime(), nullable=True),
     sa.Index("ix_outbox_due_at", "due_at"),
+    sa.Index("ix_outbox_run_id_kind_step_key", "run_id", "kind", "step_key"),
 )
 
 schedule_fires = sa.Table(

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from bot.engine.events import Transition
+from bot.engine.events import COLLAPSIBLE, Transition
 from bot.engine.move import applied
 from bot.engine.records import Run, Snapshot
 from bot.engine.states import TimerPurpose
@@ -111,6 +111,19 @@ _UPDATE_RUN = Prepared(
 _INSERT_RUN = Prepared(sa.insert(runs))
 _INSERT_AUDIT = Prepared(sa.insert(audit))
 _INSERT_OUTBOX = Prepared(sa.insert(outbox))
+_PENDING = Prepared(
+    sa.select(outbox.c.id)
+    .where(
+        outbox.c.run_id == sa.bindparam("run_id"),
+        outbox.c.kind == sa.bindparam("kind"),
+        outbox.c.step_key == sa.bindparam("step_key"),
+        outbox.c.lease_owner.is_(None),
+        outbox.c.tries == 0,
+    )
+    .limit(1)
+    .with_for_update()
+)
+"""A fresh outbox row for one target that no sender has claimed yet."""
 _CLEAR_TIMER = Prepared(
     sa.delete(timers).where(
         timers.c.run_id == sa.bindparam("r"),
@@ -217,11 +230,15 @@ class Tx:
           cleared and set again in one transition ends up set.
         - Outbox rows are due at ``transition.run.updated_at``: the machine's
           clock, not the wall clock, so tests with a fake clock see them due.
+        - A status or approval effect (``COLLAPSIBLE``) adds no row when one for
+          the same target already waits unclaimed: a chain of quick steps
+          wrote, claimed and deleted a row per step for one message edit.
         - Nothing happens when ``transition.changed`` is False.
 
         A typical transition (run, one step, one attempt, one audit entry, one
-        chat effect) costs five statements; each further kind of row adds one,
-        however many rows of that kind there are.
+        status edit) costs six statements, five when the edit already waits;
+        each further kind of row adds one, however many rows of that kind there
+        are.
         """
         if not transition.changed:
             return
@@ -267,21 +284,36 @@ class Tx:
         _CLEAR_TIMER.execute(self.conn, params)
 
     def _add_outbox(self, transition: Transition, now: datetime) -> None:
-        if not transition.chat:
-            return
-        params = [
-            {
-                "run_id": effect.run_id,
-                "kind": effect.kind,
-                "step_key": effect.step_key,
-                "payload": effect.payload,
-                "created_at": now,
-                "due_at": now,
-                "tries": 0,
-            }
-            for effect in transition.chat
-        ]
-        _INSERT_OUTBOX.execute(self.conn, params)
+        rows = []
+        kept: set[tuple[str, str, str]] = set()
+        for effect in transition.chat:
+            target = (effect.run_id, effect.kind, effect.step_key)
+            if effect.kind in COLLAPSIBLE:
+                if target in kept or self._waiting(*target):
+                    continue
+                kept.add(target)
+            rows.append(
+                {
+                    "run_id": effect.run_id,
+                    "kind": effect.kind,
+                    "step_key": effect.step_key,
+                    "payload": effect.payload,
+                    "created_at": now,
+                    "due_at": now,
+                    "tries": 0,
+                }
+            )
+        _INSERT_OUTBOX.execute(self.conn, rows)
+
+    def _waiting(self, run_id: str, kind: str, step_key: str) -> bool:
+        """Whether a row for this target waits, unclaimed and untried, to render the run.
+
+        Sent after this transaction commits, it shows this transition too. On
+        PostgreSQL the row is locked: a sender claiming it at this moment is
+        waited for, and then the row no longer qualifies.
+        """
+        key = {"run_id": run_id, "kind": kind, "step_key": step_key}
+        return bool(_PENDING.rows(self.conn, [key]))
 
     def take_timer(self, run_id: str, key: str, purpose: TimerPurpose) -> bool:
         """Delete the timer; True only for the one caller whose DELETE removed it.

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import timedelta
 
 import sqlalchemy as sa
 
+from bot.engine.events import ChatEffect
 from bot.store import OutboxItem, Store, Tx
 from tests.integration.store.builders import (
     at,
@@ -111,22 +113,71 @@ async def test_concurrent_claimers_never_share_an_item(store: Store) -> None:
     assert sorted(claimed) == ids
 
 
-async def test_a_typical_transition_is_five_statements(store: Store) -> None:
+async def test_a_typical_transition_is_six_statements_or_five(store: Store) -> None:
     run = make_run()
     await store.transaction(lambda tx: tx.insert_run(run))
 
-    def work(tx: Tx) -> list[str]:
-        before = tx.load(run.id)
-        transition = next_transition(
-            before,
-            steps=(make_step(run.id),),
-            attempts=(make_attempt(run.id),),
-            audit=(make_audit(run.id, 1),),
-            chat=(effect(run.id),),
-        )
-        with statements_sent(store) as sent:
-            tx.write(before, transition)
-        return sent
+    def work(seq: int) -> Callable[[Tx], list[str]]:
+        def write(tx: Tx) -> list[str]:
+            before = tx.load(run.id)
+            transition = next_transition(
+                before,
+                steps=(make_step(run.id),),
+                attempts=(make_attempt(run.id),),
+                audit=(make_audit(run.id, seq),),
+                chat=(effect(run.id),),
+            )
+            with statements_sent(store) as sent:
+                tx.write(before, transition)
+            return sent
 
-    statements = await store.transaction(work)
-    assert statements == ["UPDATE", "INSERT", "INSERT", "INSERT", "INSERT"]
+        return write
+
+    written = ["UPDATE", "INSERT", "INSERT", "INSERT", "SELECT"]
+    assert await store.transaction(work(1)) == [*written, "INSERT"]
+    assert await store.transaction(work(2)) == written, "the status edit already waits"
+
+
+async def targets(store: Store) -> list[tuple[str, str, int]]:
+    """Each outbox row's kind, step and tries, oldest first."""
+    return await store.database.read(
+        lambda conn: [
+            tuple(row)
+            for row in conn.execute(sa.text("SELECT kind, step_key, tries FROM outbox ORDER BY id"))
+        ]
+    )
+
+
+async def test_a_status_or_approval_edit_waiting_unclaimed_stands_for_later_ones(
+    store: Store,
+) -> None:
+    run = make_run()
+    await store.transaction(lambda tx: tx.insert_run(run))
+
+    async def transition(*effects: ChatEffect) -> None:
+        def work(tx: Tx) -> None:
+            before = tx.load(run.id)
+            tx.write(before, next_transition(before, chat=effects))
+
+        await store.transaction(work)
+
+    await transition(effect(run.id), effect(run.id), effect(run.id, "approval", step_key="ok"))
+    await transition(effect(run.id), effect(run.id, "approval", step_key="ok"))
+    await transition(effect(run.id, "approval", step_key="other"), effect(run.id, "alert"))
+    await transition(effect(run.id, "alert"))
+    assert await targets(store) == [
+        ("run", "", 0),
+        ("approval", "ok", 0),
+        ("approval", "other", 0),
+        ("alert", "", 0),
+        ("alert", "", 0),
+    ], "one row per waiting edit; alerts are each their own message"
+
+    (status,) = await store.claim_outbox("w1", at(10), limit=1, lease=LEASE)
+    await transition(effect(run.id))
+    assert len(await targets(store)) == 6, "a claimed edit may have rendered already"
+    rest = await store.claim_outbox("w2", at(10), lease=LEASE)
+    await store.finish_outbox([item.id for item in rest])
+    await store.defer_outbox(status.id, until=at(99), error="chat down")
+    await transition(effect(run.id))
+    assert await targets(store) == [("run", "", 1), ("run", "", 0)], "nor waits for a retry"
