@@ -170,7 +170,7 @@ class Engine:
             tx.insert_run(run)
             return self._apply_in(tx, run.id, StartRun(actor=started_by))
 
-        done = await self.store.transaction(work, here=not self.in_flight)
+        done = await self.store.transaction(work)
         await self._perform(done)
         return done[0][0].run
 
