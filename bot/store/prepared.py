@@ -43,19 +43,25 @@ class _Compiled:
     type's bind processor."""
     results: tuple[Callable[[Any], Any] | None, ...] = ()
     """Each returned column's result processor."""
+    _processed: tuple[tuple[int, Callable[[Any], Any]], ...] = field(init=False, compare=False)
+    """The returned columns that have a processor, by position: most have none."""
     _orders: dict[tuple[str, ...], tuple[tuple[int, Any, Callable[[Any], Any] | None], ...]] = (
         field(default_factory=dict, compare=False)
     )
     """``slots`` with each name's index in a row of values (-1: not given), by names."""
 
+    def __post_init__(self) -> None:
+        processed = tuple((n, p) for n, p in enumerate(self.results) if p is not None)
+        object.__setattr__(self, "_processed", processed)
+
     def row(self, found: tuple[Any, ...]) -> tuple[Any, ...]:
         """A row as SQLAlchemy would return it."""
-        if not any(self.results):
+        if not self._processed:
             return found
-        return tuple(
-            value if process is None else process(value)
-            for value, process in zip(found, self.results, strict=True)
-        )
+        values = list(found)
+        for number, process in self._processed:
+            values[number] = process(values[number])
+        return tuple(values)
 
     def values(self, params: Params) -> tuple[Any, ...]:
         """Positional values for the driver."""
