@@ -231,11 +231,12 @@ def open_database(url: str, *, synchronous: str = "NORMAL", echo: bool = False) 
                 f"RELAY_SQLITE_SYNCHRONOUS must be one of {sorted(SYNCHRONOUS_LEVELS)}, "
                 f"not {synchronous!r}"
             )
-        # Connections move between the database threads, one thread at a time.
+        # Connections move between the database threads, one thread at a time:
+        # one per reader thread, the writer's, and the event loop's own reader.
         engine = sa.create_engine(
             parsed,
             echo=echo,
-            pool_size=READER_THREADS + 1,
+            pool_size=READER_THREADS + 2,
             connect_args={"check_same_thread": False},
         )
         _configure_sqlite(engine, level)
