@@ -132,6 +132,7 @@ class Engine:
         """Attempts with an outcome, being recorded: never cancelled half-way."""
         self._wake = asyncio.Event()
         self.chat_pending = asyncio.Event()
+        self._recovered = False
 
     # ------------------------------------------------------------ lookups
 
@@ -431,7 +432,13 @@ class Engine:
 
         Its leases would lapse by themselves, but a restart after a crash should
         not wait for them: a lease owner on this host whose pid is gone is dead.
+        An engine does this once, when it first starts working (``relay run``
+        follows each run with the worker loop); a process that dies later is
+        taken over when its leases lapse, by ``tick``.
         """
+        if self._recovered:
+            return 0
+        self._recovered = True
         host = socket.gethostname()
         dead = {owner for owner in await self.store.lease_owners_on(host) if _dead_local(owner)}
         count = await self._take_over(host, dead) if dead else 0
