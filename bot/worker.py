@@ -99,6 +99,9 @@ async def _work(
     until: Callable[[], object] | None,
 ) -> None:
     while not stop.is_set():
+        # Attempts that are ready start first: their requests then travel while
+        # the loop does its own work, which runs on this thread when it is small.
+        await asyncio.sleep(0)
         await engine.tick()
         await outbox.deliver()
         if until is not None:
