@@ -438,7 +438,6 @@ class Engine:
         """
         if self._recovered:
             return 0
-        self._recovered = True
         host = socket.gethostname()
         dead = {owner for owner in await self.store.lease_owners_on(host) if _dead_local(owner)}
         count = await self._take_over(host, dead) if dead else 0
@@ -448,6 +447,8 @@ class Engine:
             snap = await self.store.snapshot(child)
             await self.apply(parent, child_finished(snap.run, key))
             count += 1
+        # Only once it went through: a recovery that failed is tried again.
+        self._recovered = True
         return count
 
     async def _take_over(self, host: str, dead: set[str]) -> int:
