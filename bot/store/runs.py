@@ -75,6 +75,16 @@ _OWNERS_LIKE = Prepared(
     )
 )
 """Lease owners matching a ``LIKE`` pattern (``_starting``): every worker start asks."""
+_LEASED_LIKE = Prepared(
+    sa.select(step_runs)
+    .where(
+        step_runs.c.state == StepState.RUNNING.value,
+        step_runs.c.lease_owner.like(_PATTERN, escape="/"),
+    )
+    .order_by(step_runs.c.lease_until)
+    .limit(_LIMIT)
+)
+"""Running steps whose lease owner matches a ``LIKE`` pattern, in the order they lapse."""
 _CHILD = runs.alias("child")
 _WAITING_CHILDREN = (
     sa.select(_CHILD.c.parent_run_id, _CHILD.c.parent_step_key, _CHILD.c.id)
@@ -289,16 +299,10 @@ class Store:
         died with its attempts, and they can be taken over without waiting for the
         lease to lapse.
         """
-        query = (
-            sa.select(step_runs)
-            .where(
-                step_runs.c.state == StepState.RUNNING.value,
-                step_runs.c.lease_owner.startswith(f"{host}:", autoescape=True),
-            )
-            .order_by(step_runs.c.lease_until)
-            .limit(limit)
+        key = {"pattern": _starting(f"{host}:"), "limit": limit}
+        return await self.database.read(
+            lambda conn: list(map(rows.step_from, _LEASED_LIKE.mappings(conn, key)))
         )
-        return await self.database.read(lambda conn: _all(conn, query, rows.step_from))
 
     async def lease_owners_on(self, host: str) -> set[str]:
         """Workers on ``host`` holding a lease on a running step or an outbox row.
@@ -505,7 +509,11 @@ class Store:
 
 
 def _starting(prefix: str) -> str:
-    """A ``LIKE`` pattern (escape ``/``) for values that start with ``prefix``."""
+    """A ``LIKE`` pattern (escape ``/``) for values that start with ``prefix``.
+
+    SQLAlchemy's ``startswith(autoescape=True)`` escapes only a literal value,
+    not a bound parameter, and a prepared statement needs the parameter.
+    """
     escaped = prefix.replace("/", "//").replace("%", "/%").replace("_", "/_")
     return escaped + "%"
 
