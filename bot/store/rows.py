@@ -35,7 +35,8 @@ def _names(cls: type[Record]) -> tuple[str, ...]:
 
 def to_row(record: Record) -> dict[str, Any]:
     """Column values for ``record``, one per dataclass field."""
-    return {name: _plain(getattr(record, name)) for name in _names(type(record))}
+    names, read = _reader(type(record))
+    return dict(zip(names, read(record), strict=True))
 
 
 def values_of(records: Sequence[Record]) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
@@ -90,11 +91,7 @@ def changed_columns(old: Record, new: Record) -> dict[str, Any]:
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, tuple):
-        return list(value)
-    return value
+    return value.value if isinstance(value, Enum) else value
 
 
 def columns_of(row: sa.Row[Any], table: sa.Table) -> dict[str, Any]:
