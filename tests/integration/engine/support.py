@@ -76,6 +76,23 @@ def flow(text: str) -> FlowDef:
     return FlowDef.model_validate(yaml.safe_load(text))
 
 
+ECHO = flow(
+    """
+name: echo
+services: {api: {env: API_URL}}
+inputs: {n: {type: integer}}
+steps:
+  - id: call
+    kind: http
+    method: POST
+    service: api
+    path: /echo
+    json: {n: "{{ inputs.n }}"}
+"""
+)
+"""One HTTP step posting its input to ``/echo`` of the service at ``API_URL``."""
+
+
 @dataclass
 class Replica:
     """One process's worth of Relay: engine, outbox, operations, over its own pool."""

@@ -13,22 +13,7 @@ import asyncio
 from bot.demo.services import DemoServices
 from bot.engine.operations import Actor
 from bot.engine.states import RunState
-from tests.integration.engine.support import MovableClock, flow, replica
-
-ECHO = flow(
-    """
-name: echo
-services: {api: {env: API_URL}}
-inputs: {n: {type: integer}}
-steps:
-  - id: call
-    kind: http
-    method: POST
-    service: api
-    path: /echo
-    json: {n: "{{ inputs.n }}"}
-"""
-)
+from tests.integration.engine.support import ECHO, MovableClock, replica
 
 RUNS = 40
 

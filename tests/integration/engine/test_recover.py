@@ -15,21 +15,7 @@ import sys
 from bot.demo.services import DemoServices
 from bot.engine.operations import Actor
 from bot.engine.states import StepState
-from tests.integration.engine.support import Replica, flow, replica
-
-ECHO = flow(
-    """
-name: echo
-services: {api: {env: API_URL}}
-steps:
-  - id: call
-    kind: http
-    method: POST
-    service: api
-    path: /echo
-    json: {}
-"""
-)
+from tests.integration.engine.support import ECHO, Replica, replica
 
 
 def dead_worker_id() -> str:
@@ -41,7 +27,7 @@ def dead_worker_id() -> str:
 
 async def started_by(dead: Replica) -> str:
     """A run whose step is in flight on ``dead``, then abandoned as by a killed process."""
-    run = await dead.operations.start("echo", {}, Actor(user="U0ALICE"))
+    run = await dead.operations.start("echo", {"n": 1}, Actor(user="U0ALICE"))
     await dead.engine.shutdown()
     return run.id
 
