@@ -232,11 +232,12 @@ def open_database(url: str, *, synchronous: str = "NORMAL", echo: bool = False) 
                 f"not {synchronous!r}"
             )
         # Connections move between the database threads, one thread at a time:
-        # one per reader thread, the writer's, and the event loop's own reader.
+        # one per reader thread, the writer's, its checkpoints', and the event
+        # loop's own reader.
         engine = sa.create_engine(
             parsed,
             echo=echo,
-            pool_size=READER_THREADS + 2,
+            pool_size=READER_THREADS + 3,
             connect_args={"check_same_thread": False},
         )
         _configure_sqlite(engine, level)

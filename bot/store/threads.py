@@ -31,9 +31,11 @@ does, turning the timeout on for the one ``BEGIN`` that found the lock taken:
 setting and clearing it around every ``BEGIN`` cost two statements a
 transaction for a case that is rare. Nor does it ever checkpoint there: the
 writer's connection does not checkpoint by itself
-(``wal_autocheckpoint=0``), and its thread copies the WAL back after every
-``CHECKPOINT_EVERY`` commits and whenever it falls idle, so a checkpoint's
-writes and fsync never stall the event loop.
+(``wal_autocheckpoint=0``). A thread of its own, on a connection of its
+own, copies the WAL back after every ``CHECKPOINT_EVERY`` commits and once
+commits have stopped for a while. A checkpoint's writes and fsync take
+about 5 ms: on the event loop they stalled it, and on the writer's thread
+or connection they held up the next transaction, a chain's next step.
 
 Reads may run ``here`` too, on a connection of the caller's own, when no
 reader thread is busy and none is queued. The callers are the store's small
@@ -65,10 +67,7 @@ CHECKPOINT_EVERY = 100
 """Commits between two checkpoints of the writer (about 1,000 pages at a step's ten)."""
 
 IDLE_SECONDS = 1.0
-"""How long the writer waits for work before it checkpoints what it committed."""
-
-_CHECKPOINT = object()
-"""Queued instead of a job: checkpoint now."""
+"""How long after its last commit the writer's WAL is checkpointed at the latest."""
 
 
 @dataclass(frozen=True)
@@ -127,8 +126,8 @@ class DatabaseThreads:
 
         It is how long that thread waits for another process's lock, and
         turns on running lone transactions ``here`` and the writer's own
-        checkpoints, after ``checkpoint_every`` commits or ``idle_seconds``
-        without work.
+        checkpoints, after ``checkpoint_every`` commits and at most
+        ``idle_seconds`` after the last.
         """
         if writer_wait_ms is not None and count != 1:
             raise ValueError("only a single writer thread can share its connection")
@@ -138,7 +137,7 @@ class DatabaseThreads:
         self._wait_ms = writer_wait_ms
         self._checkpoint_every = checkpoint_every
         self._idle_seconds = idle_seconds
-        self._queue: queue.SimpleQueue[_Job[Any] | object | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
         self._drivers: set[sqlite3.Connection] = set()
         self._lock = threading.Lock()
         self._writing = threading.Lock()
@@ -147,6 +146,10 @@ class DatabaseThreads:
         """The writer's connection, once open."""
         self._commits = 0
         """Commits since the writer's last checkpoint."""
+        self._checkpointer: tuple[sa.Connection, sqlite3.Connection] | None = None
+        """The checkpoint thread's connection, once open."""
+        self._checkpoint_asked = threading.Event()
+        self._closing = False
         self._busy = 0
         """Reader threads running a transaction now."""
         self._own: tuple[sa.Connection, sqlite3.Connection] | None = None
@@ -158,8 +161,14 @@ class DatabaseThreads:
             threading.Thread(target=self._serve, name=f"{name}-{n}", daemon=True)
             for n in range(count)
         ]
-        for thread in self._threads:
-            thread.start()
+        self._checkpoints = (
+            threading.Thread(target=self._serve_checkpoints, name=f"{name}-wal", daemon=True)
+            if writer_wait_ms is not None
+            else None
+        )
+        for thread in [*self._threads, self._checkpoints]:
+            if thread is not None:
+                thread.start()
 
     async def run(self, work: Callable[[sa.Connection], T], *, here: bool = False) -> T:
         """Run ``work`` in a transaction on one of the threads; its result or its exception.
@@ -198,6 +207,11 @@ class DatabaseThreads:
             self._queue.put(None)
         for thread in self._threads:
             thread.join()
+        if self._checkpoints is not None:
+            # After the writer: what it committed last is checkpointed too.
+            self._closing = True
+            self._checkpoint_asked.set()
+            self._checkpoints.join()
         with self._owning:
             if self._own is not None:
                 self._release(*self._own)
@@ -226,7 +240,7 @@ class DatabaseThreads:
             raise
         self._commits += 1
         if self._commits == self._checkpoint_every:
-            self._queue.put(_CHECKPOINT)  # wakes the writer if it is idle
+            self._checkpoint_asked.set()
         return result
 
     def _read_here(self, work: Callable[[sa.Connection], T]) -> T:
@@ -256,15 +270,25 @@ class DatabaseThreads:
             self._shared = None
 
     def _checkpoint(self) -> None:
-        """Copy committed pages from the WAL into the database file, without blocking anyone."""
-        with self._writing:
-            if not self._commits or self._shared is None:
-                return
-            self._commits = 0
-            try:
-                self._shared[1].execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            except sqlite3.Error:
-                log.warning("could not checkpoint the database's WAL", exc_info=True)
+        """Copy committed pages from the WAL into the database file, without blocking anyone.
+
+        A passive checkpoint waits for no reader or writer, so the writer's
+        connection stays free for the next transaction meanwhile: with the
+        checkpoint on it, a chain's next step waited for the fsync.
+        """
+        if not self._commits:
+            return
+        # A commit counted while this runs only brings the next checkpoint closer.
+        self._commits = 0
+        try:
+            if self._checkpointer is None:
+                self._checkpointer = self._connect(tracked=False)
+            self._checkpointer[1].execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except (sqlite3.Error, sa.exc.DBAPIError):
+            log.warning("could not checkpoint the database's WAL", exc_info=True)
+            if self._checkpointer is not None:
+                self._release(*self._checkpointer)
+                self._checkpointer = None
 
     def _serve(self) -> None:
         if self._wait_ms is not None:
@@ -273,7 +297,7 @@ class DatabaseThreads:
         held: tuple[sa.Connection, sqlite3.Connection] | None = None
         try:
             while (job := self._queue.get()) is not None:
-                jobs, stop = self._queued_after(cast(_Job[Any], job))
+                jobs, stop = self._queued_after(job)
                 with self._lock:
                     self._busy += 1
                 try:
@@ -300,18 +324,8 @@ class DatabaseThreads:
     def _serve_writer(self) -> None:
         """The writer's loop: its connection is shared with callers running ``here``."""
         try:
-            while True:
-                try:
-                    job = self._queue.get(timeout=self._idle_seconds)
-                except queue.Empty:
-                    self._checkpoint()
-                    continue
-                if job is None:
-                    break
-                if job is _CHECKPOINT:
-                    self._checkpoint()
-                    continue
-                jobs, stop = self._queued_after(cast(_Job[Any], job))
+            while (job := self._queue.get()) is not None:
+                jobs, stop = self._queued_after(job)
                 with self._writing:
                     try:
                         outcomes = self._transact(self._writer_connection(), jobs)
@@ -320,18 +334,27 @@ class DatabaseThreads:
                         self._drop_writer_connection()
                         outcomes = [(None, exc)] * len(jobs)
                 _settle(jobs, outcomes)
-                # Also catches the count a ``here`` caller reached while its
-                # wake-up was taken into this group.
                 if self._commits >= self._checkpoint_every:
-                    self._checkpoint()
+                    self._checkpoint_asked.set()
                 if stop:
                     break
+        finally:
+            with self._writing:
+                self._drop_writer_connection()
+
+    def _serve_checkpoints(self) -> None:
+        """Checkpoint when asked, when commits have stopped for a while, and at close."""
+        try:
+            while not self._closing:
+                self._checkpoint_asked.wait(self._idle_seconds)
+                self._checkpoint_asked.clear()
+                self._checkpoint()
         finally:
             # What this process committed goes to the database file before it
             # leaves: another process's writer checkpoints only its own commits.
             self._checkpoint()
-            with self._writing:
-                self._drop_writer_connection()
+            if self._checkpointer is not None:
+                self._release(*self._checkpointer)
 
     def _queued_after(self, job: _Job[Any]) -> tuple[list[_Job[Any]], bool]:
         """``job`` and those queued behind it, up to ``group``; and whether ``close`` was asked."""
@@ -343,9 +366,7 @@ class DatabaseThreads:
                 break
             if queued is None:
                 return jobs, True
-            if queued is _CHECKPOINT:
-                continue
-            jobs.append(cast(_Job[Any], queued))
+            jobs.append(queued)
         return jobs, False
 
     def _transact(
@@ -397,11 +418,13 @@ class DatabaseThreads:
         finally:
             driver.execute("PRAGMA busy_timeout=0")
 
-    def _connect(self) -> tuple[sa.Connection, sqlite3.Connection]:
+    def _connect(self, *, tracked: bool = True) -> tuple[sa.Connection, sqlite3.Connection]:
+        """A connection from the pool; ``tracked``: listed in ``drivers``, whose statements run."""
         conn = self._engine.connect()
         driver = driver_of(conn)
-        with self._lock:
-            self._drivers.add(driver)
+        if tracked:
+            with self._lock:
+                self._drivers.add(driver)
         return conn, driver
 
     def _release(self, conn: sa.Connection, driver: sqlite3.Connection) -> None:

@@ -134,6 +134,16 @@ async def test_commits_on_the_writer_thread_count_towards_a_checkpoint_too(
         assert await checkpointed(path, tmp_path / "copy.db", 9)
 
 
+async def test_checkpoints_never_send_a_write_here_to_the_writer_thread(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    settings = {"writer_wait_ms": 5000, "checkpoint_every": 1, "idle_seconds": 3600}
+    async with writer_thread(path, **settings) as writer:
+        # Each commit asks for a checkpoint, which runs beside the next write.
+        threads = {await writer.run(insert(n), here=True) for n in range(30)}
+        assert threads == {threading.get_ident()}
+        assert await checkpointed(path, tmp_path / "copy.db", 30)
+
+
 async def test_the_writer_checkpoints_when_it_falls_idle(tmp_path: Path) -> None:
     path = tmp_path / "r.db"
     settings = {"writer_wait_ms": 5000, "checkpoint_every": 1000, "idle_seconds": 0.2}
