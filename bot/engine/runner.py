@@ -133,6 +133,8 @@ class Engine:
         self._wake = asyncio.Event()
         self.chat_pending = asyncio.Event()
         self._recovered = False
+        self._creating = 0
+        """Runs being created now: one alone is written on the event loop."""
 
     # ------------------------------------------------------------ lookups
 
@@ -175,7 +177,17 @@ class Engine:
             tx.insert_run(run)
             return self._apply_in(tx, run.id, StartRun(actor=started_by))
 
-        done = await self.store.transaction(work)
+        self._creating += 1
+        try:
+            # One turn of the loop lets runs started together show themselves:
+            # they commit together on the writer thread (written here one by one,
+            # 3,000 runs took four times as long), while a run started alone,
+            # as a terminal or a chain of runs does, is written here at once.
+            await asyncio.sleep(0)
+            alone = self._creating == 1 and not self._flights and not self._settling
+            done = await self.store.transaction(work, here=alone)
+        finally:
+            self._creating -= 1
         await self._perform(done)
         return done[0][0].run
 
