@@ -259,7 +259,13 @@ class Engine:
         """Load, decide and write ``event`` and what it emits, inside ``tx``."""
         # Leases and timers change without a new run version: judge them on fresh rows.
         before = tx.load(run_id, fresh=isinstance(event, LeaseExpired | TimerDue))
-        transition = decide(before, event, self._ctx())
+        ctx = self._ctx()
+        transition = decide(before, event, ctx)
+        if not transition.changed and not tx.confirmed(before):
+            # Nothing to write, so no version guard would catch an old snapshot:
+            # decide again on the rows.
+            before = tx.load(run_id, fresh=True)
+            transition = decide(before, event, ctx)
         after = before
         if transition.changed:
             tx.write(before, transition)

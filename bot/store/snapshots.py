@@ -35,6 +35,11 @@ class SnapshotCache:
                 self._snapshots.move_to_end(run_id)
             return found
 
+    def forget(self, run_id: str) -> None:
+        """Drop the run's snapshot: a transaction found it older than the rows."""
+        with self._lock:
+            self._snapshots.pop(run_id, None)
+
     def remember(self, snapshot: Snapshot) -> None:
         """Keep a snapshot of committed rows, unless a newer one of the run is kept already.
 

@@ -185,6 +185,10 @@ class Tx:
         """The newest snapshot of each run this transaction read afresh or wrote (after
         ``write``, the run as it now stands), remembered once it commits and never
         before: a rolled-back write must not be trusted."""
+        self._trusting = conn.dialect.name == "sqlite"
+        """Whether a remembered snapshot is used unchecked (see ``load``)."""
+        self._unchecked: set[str] = set()
+        """Runs ``load`` answered from memory without checking their version."""
 
     def insert_run(self, run: Run) -> None:
         """Insert a new run row (no steps yet: ``StartRun`` creates them).
@@ -204,15 +208,36 @@ class Tx:
         this process committed or read is reused while the run's version has not
         moved; ``fresh`` reads everything, for events that judge leases or
         timers, which change without a new version. Raises ``RunNotFound``.
+
+        On SQLite a remembered snapshot is not even checked here: this
+        transaction holds the database's write lock, so only another process
+        can have moved the run, and then ``write`` finds the version moved and
+        refuses. A decision that writes nothing must ask ``confirmed`` first.
         """
         if not fresh and run_id in self.seen:
             return self.seen[run_id]
         cached = None if fresh or self._snapshots is None else self._snapshots.get(run_id)
+        if cached is not None and self._trusting:
+            self._unchecked.add(run_id)
+            return cached
         if cached is not None and _still_current(self.conn, cached, lock=True):
             return cached
         snapshot = load_snapshot(self.conn, run_id, lock=True)
         self.seen[run_id] = snapshot
         return snapshot
+
+    def confirmed(self, snapshot: Snapshot) -> bool:
+        """Whether ``snapshot``, from ``load``, is still the run's rows.
+
+        Only a snapshot ``load`` answered unchecked costs a query: the version
+        check it skipped. A decision that changes nothing is made on rows
+        confirmed this way, or made again on fresh ones.
+        """
+        run_id = snapshot.run.id
+        if run_id not in self._unchecked:
+            return True
+        self._unchecked.discard(run_id)
+        return _still_current(self.conn, snapshot, lock=True)
 
     def write(self, before: Snapshot, transition: Transition) -> None:
         """Write what ``transition`` changed, its chat effects as outbox rows included.
@@ -256,6 +281,9 @@ class Tx:
             self.conn, [{**values, "guard_id": run.id, "guard_version": before.run.version}]
         )
         if changed != 1:
+            # Whatever this process remembered of the run is older than its rows.
+            if self._snapshots is not None:
+                self._snapshots.forget(run.id)
             raise OperationRefused("the run changed underneath; try again", run_id=run.id)
         if transition.new_runs:
             _INSERT_RUN.execute(self.conn, [rows.to_row(r) for r in transition.new_runs])

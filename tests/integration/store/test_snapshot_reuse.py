@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 
 import pytest
 
 from bot.engine.records import Snapshot
+from bot.errors import OperationRefused
 from bot.store import Store, Tx, open_database
 from bot.store.snapshots import SnapshotCache
 from tests.integration.store.builders import (
@@ -34,12 +35,31 @@ async def written(store: Store) -> Snapshot:
     return await store.snapshot(run.id)
 
 
+def version_checks(store: Store) -> list[str]:
+    """What loading a remembered snapshot sends: on SQLite nothing (see ``Tx.load``)."""
+    return [] if store.database.dialect == "sqlite" else ["SELECT"]
+
+
+def confirmed_load(run_id: str) -> Callable[[Tx], Snapshot]:
+    """Load as the engine does before a decision that writes nothing."""
+
+    def load(tx: Tx) -> Snapshot:
+        loaded = tx.load(run_id)
+        return loaded if tx.confirmed(loaded) else tx.load(run_id, fresh=True)
+
+    return load
+
+
 async def test_the_next_event_reuses_the_committed_snapshot(store: Store) -> None:
     after = await written(store)
     with statements_sent(store) as sent:
         loaded = await store.transaction(lambda tx: tx.load(after.run.id))
     assert loaded == after
-    assert sent == ["SELECT"], "one version check instead of five queries"
+    assert sent == version_checks(store), "at most a version check instead of five queries"
+    with statements_sent(store) as sent:
+        loaded = await store.transaction(confirmed_load(after.run.id))
+    assert loaded == after
+    assert sent == ["SELECT"], "confirmed with one version check"
     with statements_sent(store) as sent:
         await store.transaction(lambda tx: tx.load(after.run.id, fresh=True))
     assert sent == ["SELECT"] * 5
@@ -64,7 +84,7 @@ async def test_a_run_found_by_prefix_is_remembered_for_the_next_event(store: Sto
         with statements_sent(other) as sent:
             loaded = await other.transaction(lambda tx: tx.load(after.run.id))
         assert loaded == after
-        assert sent == ["SELECT"], "the vote's transaction only checks the version"
+        assert sent == version_checks(other), "the vote's transaction at most checks the version"
 
 
 async def moved_by_another_replica(store: Store, run_id: str) -> None:
@@ -81,9 +101,27 @@ async def moved_by_another_replica(store: Store, run_id: str) -> None:
 async def test_a_run_moved_by_another_replica_is_read_again(store: Store) -> None:
     after = await written(store)
     await moved_by_another_replica(store, after.run.id)
-    loaded = await store.transaction(lambda tx: tx.load(after.run.id))
+    loaded = await store.transaction(confirmed_load(after.run.id))
     assert loaded.run.version == after.run.version + 1
     assert set(loaded.steps) == {"fetch", "b"}
+
+
+async def test_a_write_on_a_run_moved_by_another_replica_is_refused_once(store: Store) -> None:
+    after = await written(store)
+    await moved_by_another_replica(store, after.run.id)
+
+    def move(tx: Tx) -> None:
+        before = tx.load(after.run.id)
+        tx.write(before, next_transition(before, now=50, steps=(make_step(after.run.id, "c"),)))
+
+    if store.database.dialect == "postgresql":
+        await store.transaction(move)  # the load checked the version, and read afresh
+        return
+    with pytest.raises(OperationRefused):
+        await store.transaction(move)
+    # Refused once: what the store remembered of the run was dropped with it.
+    loaded = await store.transaction(lambda tx: tx.load(after.run.id))
+    assert loaded.run.version == after.run.version + 1
 
 
 async def test_rendering_reuses_the_committed_snapshot_once_per_run(store: Store) -> None:
