@@ -78,6 +78,8 @@ class Redactor:
         ``by_name=False`` for response bodies so that the parsed JSON matches the
         masked text of the same body.
         """
+        if self._pattern is None and not by_name:
+            return value  # nothing could change: no copy
         if isinstance(value, str):
             return self.mask(value)
         if isinstance(value, Mapping):

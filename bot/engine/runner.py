@@ -20,7 +20,7 @@ import secrets
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot.definitions.models import FlowDef
@@ -59,8 +59,6 @@ class Clock:
     """Wall-clock time; tests pass a clock they move by hand."""
 
     def now(self) -> datetime:
-        from datetime import UTC
-
         return datetime.now(UTC)
 
 

@@ -128,7 +128,7 @@ class Prepared:
             return 0
         if conn.dialect.name != "sqlite":
             return self.execute(conn, [dict(zip(names, row, strict=True)) for row in rows])
-        compiled = self._compile(conn.dialect, dict.fromkeys(names))
+        compiled = self._compile(conn.dialect, names)
         cursor = driver_of(conn).executemany(compiled.sql, compiled.values_in(names, rows))
         return int(cursor.rowcount)
 
@@ -151,8 +151,10 @@ class Prepared:
         keys = self.keys
         return [dict(zip(keys, row, strict=True)) for row in self.rows(conn, [params])]
 
-    def _compile(self, dialect: Dialect, params: Params) -> _Compiled:
-        keys = tuple(sorted(params))
+    def _compile(self, dialect: Dialect, params: Params | tuple[str, ...]) -> _Compiled:
+        # By the names as given: sorting them on every call cost more than
+        # compiling a second order of the same names once.
+        keys = tuple(params)
         found = self._compiled.get(keys)
         if found is None:
             found = self._compiled[keys] = _compile(self.statement, dialect, keys)
