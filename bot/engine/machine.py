@@ -8,7 +8,6 @@ event sequences through it.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from datetime import timedelta
 
@@ -30,7 +29,7 @@ from bot.engine.events import (
 )
 from bot.engine.move import Context, Move
 from bot.engine.plan import advance, arm_approval_timers, item_key, tell_parent, undo_plan
-from bot.engine.records import Snapshot, StepRun, Vote
+from bot.engine.records import Snapshot, StepRun, Vote, evolve
 from bot.engine.states import Decision, RunState, StepState, TimerPurpose
 
 
@@ -107,7 +106,7 @@ def _errored(move: Move, event: StepErrored) -> bool:
         "retryable": event.retryable,
         "attempts": row.attempt,
     }
-    released = dataclasses.replace(
+    released = evolve(
         row,
         lease_owner=None,
         lease_until=None,
@@ -120,7 +119,7 @@ def _errored(move: Move, event: StepErrored) -> bool:
         if event.retry_after is not None:
             delay = max(event.retry_after, 0.0)
         due = move.now + timedelta(seconds=delay)
-        move.set_step(dataclasses.replace(released, state=StepState.RETRYING))
+        move.set_step(evolve(released, state=StepState.RETRYING))
         move.set_timer(row.key, TimerPurpose.RETRY, due)
         move.audit(
             move.ctx.worker or "engine",
@@ -131,7 +130,7 @@ def _errored(move: Move, event: StepErrored) -> bool:
             at=due.isoformat(),
         )
     else:
-        move.set_step(dataclasses.replace(released, state=StepState.FAILED))
+        move.set_step(evolve(released, state=StepState.FAILED))
         move.audit(move.ctx.worker or "engine", "step.failed", step=row.key, error=event.message)
     advance(move)
     return True
@@ -177,7 +176,7 @@ def _lease_expired(move: Move, event: LeaseExpired) -> bool:
         )
         error = {"message": message, "retryable": False, "attempts": row.attempt}
         move.set_step(
-            dataclasses.replace(
+            evolve(
                 row,
                 state=StepState.FAILED,
                 detail=detail,
@@ -188,7 +187,7 @@ def _lease_expired(move: Move, event: LeaseExpired) -> bool:
         )
         move.audit(move.ctx.worker or "engine", "step.failed", step=row.key, error=message)
     else:
-        move.set_step(dataclasses.replace(row, state=StepState.RETRYING, detail=detail))
+        move.set_step(evolve(row, state=StepState.RETRYING, detail=detail))
         move.execute(row.key)
         move.audit(
             move.ctx.worker or "engine", "step.resumed", step=row.key, attempt=row.attempt + 1
@@ -206,7 +205,7 @@ def _timer(move: Move, event: TimerDue) -> bool:
         move.execute(row.key)
         move.audit("timer", "step.started", step=row.key, attempt=row.attempt + 1)
     elif purpose is TimerPurpose.WAIT and row.state is StepState.WAITING:
-        move.set_step(dataclasses.replace(row, state=StepState.SUCCEEDED, output={}))
+        move.set_step(evolve(row, state=StepState.SUCCEEDED, output={}))
         move.audit("timer", "step.succeeded", step=row.key)
     elif purpose is TimerPurpose.APPROVAL_TIMEOUT and row.state is StepState.WAITING:
         _approval_timeout(move, row)
@@ -233,9 +232,7 @@ def _approval_timeout(move: Move, row: StepRun) -> None:
     if level.on_timeout == "escalate" and approval.level + 1 < len(levels):
         nxt = levels[approval.level + 1]
         deadline = move.now + nxt.timeout if nxt.timeout else None
-        move.set_approval(
-            dataclasses.replace(approval, level=approval.level + 1, deadline=deadline)
-        )
+        move.set_approval(evolve(approval, level=approval.level + 1, deadline=deadline))
         arm_approval_timers(move, row.key, nxt.remind_every, deadline)
         move.effect("approval", row.key, escalated=True)
         move.audit("timer", "approval.escalated", step=row.key, level=approval.level + 1)
@@ -267,7 +264,7 @@ def _decide(
 ) -> None:
     approval = move.approvals[row.key]
     move.set_approval(
-        dataclasses.replace(
+        evolve(
             approval,
             state=decision.value,
             decided_at=move.now,
@@ -291,15 +288,13 @@ def _decide(
         "how": how,
     }
     if decision is Decision.APPROVED:
-        move.set_step(dataclasses.replace(row, state=StepState.SUCCEEDED, output=output))
+        move.set_step(evolve(row, state=StepState.SUCCEEDED, output=output))
     else:
         message = f"rejected by {', '.join(voters)}" if voters else "rejected: timed out"
         if reason:
             message += f": {reason}"
         move.set_step(
-            dataclasses.replace(
-                row, state=StepState.REJECTED, output=output, error={"message": message}
-            )
+            evolve(row, state=StepState.REJECTED, output=output, error={"message": message})
         )
     move.effect("approval", row.key)
     move.audit(", ".join(voters) or "timer", f"approval.{decision.value}", step=row.key, how=how)
@@ -425,9 +420,7 @@ def _reopen(move: Move, actor: str, keep: str | None) -> None:
             StepState.COMPENSATED,
         ):
             move.set_step(
-                dataclasses.replace(
-                    row, state=StepState.PENDING, error=None, failures=0, lease_owner=None
-                )
+                evolve(row, state=StepState.PENDING, error=None, failures=0, lease_owner=None)
             )
     move.set_run(state=RunState.RUNNING, error=None, undo_plan=(), finished_at=None)
 
@@ -485,11 +478,11 @@ def _skip(move: Move, event: Skip) -> bool:
             return _unchanged(move, _ASK_THE_PARENT.format(parent=move.run.parent_run_id))
         move.audit(event.actor, "step.skip", step=key)
         _reopen(move, event.actor, key)
-        move.set_step(dataclasses.replace(row, state=StepState.SKIPPED, detail={"by": event.actor}))
+        move.set_step(evolve(row, state=StepState.SKIPPED, detail={"by": event.actor}))
     elif state.active and row.state is StepState.RETRYING:
         move.audit(event.actor, "step.skip", step=key)
         move.clear_timers(key)
-        move.set_step(dataclasses.replace(row, state=StepState.SKIPPED, detail={"by": event.actor}))
+        move.set_step(evolve(row, state=StepState.SKIPPED, detail={"by": event.actor}))
     else:
         return _unchanged(move, f"step {key} is {row.state}: only a failed step can be skipped")
     move.reply = f"skipped {key}"
@@ -506,18 +499,18 @@ def _child_finished(move: Move, event: ChildFinished) -> bool:
     ):
         return _unchanged(move, "the parent step is no longer waiting for this run")
     if event.succeeded:
-        move.set_step(dataclasses.replace(row, state=StepState.SUCCEEDED, output=event.outputs))
+        move.set_step(evolve(row, state=StepState.SUCCEEDED, output=event.outputs))
         move.audit(f"run:{event.child_run_id}", "step.succeeded", step=row.key)
     elif event.rejected:
         # As if the approval were the parent's own: the step is rejected and the
         # run ends as a rejection (no alert, no retry), not as a failure.
         message = f"sub-flow run {event.child_run_id} was rejected: {event.error}"
         error = {"message": message, "reason": "rejected"}
-        move.set_step(dataclasses.replace(row, state=StepState.REJECTED, error=error))
+        move.set_step(evolve(row, state=StepState.REJECTED, error=error))
         move.audit(f"run:{event.child_run_id}", "step.rejected", step=row.key, error=message)
     else:
         message = f"sub-flow run {event.child_run_id} failed: {event.error}"
-        move.set_step(dataclasses.replace(row, state=StepState.FAILED, error={"message": message}))
+        move.set_step(evolve(row, state=StepState.FAILED, error={"message": message}))
         move.audit(f"run:{event.child_run_id}", "step.failed", step=row.key, error=message)
     advance(move)
     return True

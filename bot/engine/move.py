@@ -8,7 +8,6 @@ rows, and ends as a frozen ``Transition``. Every state change goes through
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from bot.engine.records import (
     StepRun,
     Timer,
     Vote,
+    evolve,
 )
 from bot.engine.states import RUN_MOVES, STEP_MOVES, StepState, TimerPurpose
 
@@ -125,7 +125,7 @@ class Move:
         state = changes.get("state")
         if state is not None and state not in RUN_MOVES[self.run.state]:
             raise IllegalMove(f"run {self.run.state} -> {state}")
-        self.run = dataclasses.replace(self.run, **changes)
+        self.run = evolve(self.run, **changes)
         self._status_dirty = True
 
     def set_step(self, row: StepRun) -> StepRun:
@@ -147,7 +147,7 @@ class Move:
                 changes = {**changes, "finish_seq": self._finish_seq, "finished_at": self.now}
             self._status_dirty = True
         if changes:
-            row = dataclasses.replace(row, **changes)
+            row = evolve(row, **changes)
         self.steps[row.key] = row
         self.changed_steps[row.key] = row
         return row
@@ -247,15 +247,11 @@ class Move:
             else:
                 self.aborts.append(key)
         self.clear_timers(key)
-        self.set_step(
-            dataclasses.replace(row, state=StepState.CANCELLED, lease_owner=None, lease_until=None)
-        )
+        self.set_step(evolve(row, state=StepState.CANCELLED, lease_owner=None, lease_until=None))
         approval = self.approvals.get(key)
         if approval is not None and approval.state == "pending":
             self.set_approval(
-                dataclasses.replace(
-                    approval, state="cancelled", how="cancelled", decided_at=self.now
-                )
+                evolve(approval, state="cancelled", how="cancelled", decided_at=self.now)
             )
             self.effect("approval", key)
 
@@ -288,7 +284,7 @@ class Move:
     def build(self) -> Transition:
         if self._status_dirty:
             self.effect("run")
-        run = dataclasses.replace(
+        run = evolve(
             self.run,
             version=self.run.version + 1,
             updated_at=self.now,

@@ -9,7 +9,6 @@ step fans out items under its concurrency limit.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -27,7 +26,7 @@ from bot.definitions.models import (
 )
 from bot.definitions.templating import evaluate, render, render_data, render_value
 from bot.engine.move import Move
-from bot.engine.records import Approval, Run, StepRun
+from bot.engine.records import Approval, Run, StepRun, evolve
 from bot.engine.states import RunState, StepState, TimerPurpose
 from bot.errors import TemplateError
 
@@ -107,7 +106,7 @@ def plan_step(move: Move, step: Step) -> Status:
 
 def _fresh(move: Move, step: Step, key: str, old: StepRun | None) -> StepRun:
     if old is not None:
-        return dataclasses.replace(old, error=None, output=None, failures=0, detail={})
+        return evolve(old, error=None, output=None, failures=0, detail={})
     return StepRun(
         run_id=move.run.id, key=key, step_id=step.id, kind=step.kind, state=StepState.PENDING
     )
@@ -116,7 +115,7 @@ def _fresh(move: Move, step: Step, key: str, old: StepRun | None) -> StepRun:
 def _fail_now(move: Move, row: StepRun, message: str) -> None:
     """The step could not even start (a bad template, an unknown flow): fail it for good."""
     move.set_step(
-        dataclasses.replace(
+        evolve(
             row,
             state=StepState.FAILED,
             started_at=row.started_at or move.now,
@@ -136,13 +135,13 @@ def _start(move: Move, step: Step, old: StepRun | None) -> bool:
             _fail_now(move, row, f"`when` of {step.id}: {exc.message}")
             return False
         if not go:
-            move.set_step(dataclasses.replace(row, state=StepState.SKIPPED, detail={"why": "when"}))
+            move.set_step(evolve(row, state=StepState.SKIPPED, detail={"why": "when"}))
             move.audit("engine", "step.skipped", step=step.id, why="condition was false")
             return False
     if isinstance(step, HttpStep | NotifyStep | SubFlowStep) and step.for_each is not None:
         return _start_for_each(move, step, row)
     if isinstance(step, ParallelStep):
-        move.set_step(dataclasses.replace(row, state=StepState.WAITING, started_at=move.now))
+        move.set_step(evolve(row, state=StepState.WAITING, started_at=move.now))
         move.audit("engine", "step.started", step=step.id)
         return True
     return start_action(move, step, row, {})
@@ -178,9 +177,7 @@ def _start_for_each(move: Move, step: HttpStep | NotifyStep | SubFlowStep, row: 
         _fail_now(move, row, f"`for_each` of {step.id} gave {len(items)} items (max {MAX_ITEMS})")
         return False
     move.set_step(
-        dataclasses.replace(
-            row, state=StepState.WAITING, started_at=move.now, detail={"items": list(items)}
-        )
+        evolve(row, state=StepState.WAITING, started_at=move.now, detail={"items": list(items)})
     )
     move.audit("engine", "step.started", step=step.id, items=len(items))
     return True
@@ -288,7 +285,7 @@ def _start_approval(move: Move, step: ApprovalStep, row: StepRun, extra: dict[st
         _fail_now(move, row, f"question of {step.id}: {exc.message}")
         return False
     move.set_step(
-        dataclasses.replace(
+        evolve(
             row,
             state=StepState.WAITING,
             started_at=move.now,
@@ -345,9 +342,7 @@ def _start_wait(move: Move, step: WaitStep, row: StepRun, extra: dict[str, Any])
             _fail_now(move, row, f"`until` of {step.id} needs a time zone, e.g. +00:00")
             return False
     move.set_step(
-        dataclasses.replace(
-            row, state=StepState.WAITING, started_at=move.now, detail={"until": due.isoformat()}
-        )
+        evolve(row, state=StepState.WAITING, started_at=move.now, detail={"until": due.isoformat()})
     )
     move.set_timer(row.key, TimerPurpose.WAIT, due)
     move.audit("engine", "step.waiting", step=row.key, until=due.isoformat())
@@ -390,7 +385,7 @@ def _start_child(move: Move, step: SubFlowStep, row: StepRun, extra: dict[str, A
     move.new_runs.append(child)
     move.emits.append((child.id, StartRun(actor=f"run:{move.run.id}")))
     move.set_step(
-        dataclasses.replace(
+        evolve(
             row,
             state=StepState.WAITING,
             attempt=attempt,
