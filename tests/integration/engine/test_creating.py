@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from bot.engine.operations import Actor
 from bot.store import Store
 from tests.integration.engine.support import flow, replica
+from tests.integration.store.builders import driver_trace
 
 PAUSE = flow(
     """
@@ -38,14 +39,8 @@ def run_inserts(store: Store) -> Iterator[list[tuple[int, str]]]:
         if sql.startswith(("INSERT INTO runs", "COMMIT")):
             sent.append((threading.get_ident(), sql.split()[0]))
 
-    drivers = store.database.driver_connections()
-    for driver in drivers:
-        driver.set_trace_callback(trace)
-    try:
+    with driver_trace(store, trace):
         yield sent
-    finally:
-        for driver in drivers:
-            driver.set_trace_callback(None)
 
 
 async def test_a_run_started_alone_is_written_on_the_event_loop(sqlite_url: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -140,6 +140,24 @@ async def connect_every_reader(store: Store) -> None:
 
 
 @contextmanager
+def driver_trace(store: Store, trace: Callable[[str], None]) -> Iterator[None]:
+    """Call ``trace`` with each statement the store's SQLite connections send, on their thread.
+
+    The database threads must have run a transaction already, so that their
+    connections are held.
+    """
+    drivers = store.database.driver_connections()
+    assert drivers, "no database thread holds a connection yet"
+    for driver in drivers:
+        driver.set_trace_callback(trace)
+    try:
+        yield
+    finally:
+        for driver in drivers:
+            driver.set_trace_callback(None)
+
+
+@contextmanager
 def statements_sent(store: Store) -> Iterator[list[str]]:
     """The SQL statements ``store`` sends while the block runs, first word upper-cased.
 
@@ -160,15 +178,8 @@ def statements_sent(store: Store) -> Iterator[list[str]]:
 
     engine = store.database.engine
     if isinstance(engine, sa.Engine):
-        drivers = store.database.driver_connections()
-        assert drivers, "no database thread holds a connection yet"
-        for driver in drivers:
-            driver.set_trace_callback(trace)
-        try:
+        with driver_trace(store, trace):
             yield sent
-        finally:
-            for driver in drivers:
-                driver.set_trace_callback(None)
         return
     sa.event.listen(engine.sync_engine, "before_cursor_execute", count)
     try:
