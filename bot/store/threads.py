@@ -32,8 +32,8 @@ setting and clearing it around every ``BEGIN`` cost two statements a
 transaction for a case that is rare. Nor does it ever checkpoint there: the
 writer's connection does not checkpoint by itself
 (``wal_autocheckpoint=0``). A thread of its own, on a connection of its
-own, copies the WAL back after every ``CHECKPOINT_EVERY`` commits and once
-commits have stopped for a while. A checkpoint's writes and fsync take
+own, copies the WAL back after every ``CHECKPOINT_EVERY`` commits, and at
+most ``IDLE_SECONDS`` after any commit. A checkpoint's writes and fsync take
 about 5 ms: on the event loop they stalled it, and on the writer's thread
 or connection they held up the next transaction, a chain's next step.
 
@@ -67,7 +67,7 @@ CHECKPOINT_EVERY = 100
 """Commits between two checkpoints of the writer (about 1,000 pages at a step's ten)."""
 
 IDLE_SECONDS = 1.0
-"""How long after its last commit the writer's WAL is checkpointed at the latest."""
+"""How long after a commit the writer's WAL is checkpointed at the latest."""
 
 
 @dataclass(frozen=True)
@@ -343,7 +343,7 @@ class DatabaseThreads:
                 self._drop_writer_connection()
 
     def _serve_checkpoints(self) -> None:
-        """Checkpoint when asked, when commits have stopped for a while, and at close."""
+        """Checkpoint when asked, every ``idle_seconds`` if anything was committed, and at close."""
         try:
             while not self._closing:
                 self._checkpoint_asked.wait(self._idle_seconds)
