@@ -237,6 +237,8 @@ class Engine:
 
         A transaction that lost a race (the run's version moved, or PostgreSQL broke
         a deadlock) is decided again from a fresh snapshot: the event is never dropped.
+        The first time at once: on SQLite that is how a remembered snapshot that
+        another process moved on is found out, and nobody is to be waited for.
         ``alone``: nothing else of this engine is under way, so the transaction may
         run on the event loop itself (``Store.transaction(here=True)``).
         """
@@ -249,7 +251,7 @@ class Engine:
             except OperationRefused:
                 if attempt == RACE_RETRIES:
                     raise
-                await asyncio.sleep(0.01 * attempt)
+                await asyncio.sleep(0.01 * (attempt - 1))
         await self._perform(done)
         return done[0][1]
 
