@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from dataclasses import replace
-from datetime import UTC, timedelta, timezone
+from datetime import UTC, timedelta, timezone, tzinfo
 from typing import Any
 
 import pytest
@@ -93,6 +93,16 @@ def test_each_datetime_gets_its_own_text_however_often_it_repeats() -> None:
         value.replace(tzinfo=None).isoformat(" ", "microseconds") for value in (first, second)
     )
     assert texts == [one, one, two, one, one]
+
+
+@pytest.mark.parametrize(
+    "zone", [UTC, timezone(timedelta(hours=-5)), timezone(timedelta(hours=5, minutes=30))]
+)
+def test_an_instant_binds_to_the_same_utc_text_in_any_zone(zone: tzinfo) -> None:
+    dialect = sqlite.dialect()
+    bind = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+    instant = T0.replace(microsecond=7)
+    assert bind(instant.astimezone(zone)) == "2026-03-04 05:06:07.000007"
 
 
 async def test_naive_datetimes_are_refused(store: Store) -> None:
