@@ -25,6 +25,8 @@ class SnapshotCache:
     def __init__(self, *, capacity: int = CAPACITY) -> None:
         self._capacity = capacity
         self._snapshots: OrderedDict[str, Snapshot] = OrderedDict()
+        self._floors: OrderedDict[str, int] = OrderedDict()
+        """For runs whose snapshot was found stale: the version a snapshot must reach."""
         self._lock = threading.Lock()
 
     def get(self, run_id: str) -> Snapshot | None:
@@ -35,10 +37,18 @@ class SnapshotCache:
                 self._snapshots.move_to_end(run_id)
             return found
 
-    def forget(self, run_id: str) -> None:
-        """Drop the run's snapshot: a transaction found it older than the rows."""
+    def forget(self, run_id: str, *, stale: int) -> None:
+        """Drop the run's snapshot: a transaction found the rows past version ``stale``.
+
+        A snapshot up to that version handed in later is refused too: a read that
+        began before the other process committed may report after this.
+        """
         with self._lock:
             self._snapshots.pop(run_id, None)
+            self._floors[run_id] = max(stale + 1, self._floors.get(run_id, 0))
+            self._floors.move_to_end(run_id)
+            while len(self._floors) > self._capacity:
+                self._floors.popitem(last=False)
 
     def remember(self, snapshot: Snapshot) -> None:
         """Keep a snapshot of committed rows, unless a newer one of the run is kept already.
@@ -48,6 +58,11 @@ class SnapshotCache:
         """
         run_id = snapshot.run.id
         with self._lock:
+            floor = self._floors.get(run_id)
+            if floor is not None:
+                if snapshot.run.version < floor:
+                    return
+                del self._floors[run_id]
             kept = self._snapshots.get(run_id)
             if kept is not None and kept.run.version > snapshot.run.version:
                 return

@@ -283,7 +283,7 @@ class Tx:
         if changed != 1:
             # Whatever this process remembered of the run is older than its rows.
             if self._snapshots is not None:
-                self._snapshots.forget(run.id)
+                self._snapshots.forget(run.id, stale=before.run.version)
             raise OperationRefused("the run changed underneath; try again", run_id=run.id)
         if transition.new_runs:
             _INSERT_RUN.execute(self.conn, [rows.to_row(r) for r in transition.new_runs])

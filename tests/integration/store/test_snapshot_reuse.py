@@ -169,3 +169,19 @@ def test_an_older_snapshot_never_replaces_a_newer_one() -> None:
     for _ in range(2):
         cache.remember(Snapshot(run=make_run(), steps={}, approvals={}, votes=(), timers=()))
     assert cache.get(run.id) is None, "the least recently used run falls out"
+
+
+def test_a_snapshot_found_stale_is_not_taken_back_from_a_late_read() -> None:
+    cache = SnapshotCache()
+    run = make_run()
+    old = Snapshot(run=run, steps={}, approvals={}, votes=(), timers=())
+    cache.remember(old)
+    cache.forget(run.id, stale=run.version)
+    assert cache.get(run.id) is None
+    cache.remember(old)  # a read that began before the other process's commit
+    assert cache.get(run.id) is None
+    new = replace(old, run=replace(run, version=run.version + 1))
+    cache.remember(new)
+    assert cache.get(run.id) is new
+    cache.remember(old)
+    assert cache.get(run.id) is new
