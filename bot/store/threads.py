@@ -229,7 +229,7 @@ class DatabaseThreads:
                 try:
                     driver.execute(self._begin)
                 except sqlite3.OperationalError as exc:
-                    if exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+                    if _busy(exc):
                         raise _Locked from None
                     raise
                 result = work(conn)
@@ -410,7 +410,7 @@ class DatabaseThreads:
             driver.execute(self._begin)
             return
         except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+            if not _busy(exc):
                 raise
         driver.execute(f"PRAGMA busy_timeout={self._wait_ms}")
         try:
@@ -434,6 +434,17 @@ class DatabaseThreads:
             conn.close()
         except Exception:
             log.warning("could not close a database connection", exc_info=True)
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether another connection holds what ``exc``'s statement needed, for now.
+
+    The extended codes count too: a connection opening a new WAL file rebuilds
+    its index under a lock, and a ``BEGIN`` meanwhile fails with
+    ``SQLITE_BUSY_RECOVERY``. Taken for a failure, that made one of two
+    replicas starting on a new file together fail its migration.
+    """
+    return exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
 
 
 class _Locked(Exception):

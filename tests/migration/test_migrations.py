@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -69,6 +70,24 @@ async def test_concurrent_migrations_run_once(database: Database) -> None:
         await other.close()
     assert await current_revision(database) == _head()
     assert await database.read(_diff) == []
+
+
+async def test_replicas_starting_together_on_new_sqlite_files_all_migrate(
+    tmp_path: Path,
+) -> None:
+    # The first connections to a new WAL file rebuild its index under a lock, and
+    # a BEGIN meanwhile failed at once with SQLITE_BUSY_RECOVERY, about one pair
+    # in twenty; several new files make that show.
+    for number in range(20):
+        url = f"sqlite:///{tmp_path / f'new-{number}.db'}"
+        one, two = open_database(url), open_database(url)
+        try:
+            async with asyncio.timeout(30):
+                await asyncio.gather(migrate(one), migrate(two))
+            assert await current_revision(one) == _head()
+        finally:
+            await one.close()
+            await two.close()
 
 
 async def test_the_diff_notices_a_schema_that_drifted(database: Database) -> None:

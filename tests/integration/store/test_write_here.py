@@ -13,11 +13,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from bot.store import Database, open_database
 from bot.store.db import BUSY_SECONDS
-from bot.store.threads import DatabaseThreads
+from bot.store.threads import DatabaseThreads, _busy
 from tests.integration.store.test_database import numbers, writer_held
 
 
@@ -74,6 +75,22 @@ async def test_a_write_here_never_waits_for_another_process_on_the_event_loop(
     finally:
         await other.close()
         await database.close()
+
+
+@pytest.mark.parametrize(
+    ("code", "busy"),
+    [
+        (sqlite3.SQLITE_BUSY, True),
+        (sqlite3.SQLITE_BUSY_RECOVERY, True),
+        (sqlite3.SQLITE_BUSY_SNAPSHOT, True),
+        (sqlite3.SQLITE_LOCKED, False),
+        (sqlite3.SQLITE_IOERR_READ, False),
+    ],
+)
+def test_every_kind_of_busy_is_waited_for_and_nothing_else(code: int, busy: bool) -> None:
+    error = sqlite3.OperationalError("database is locked")
+    error.sqlite_errorcode = code
+    assert _busy(error) is busy
 
 
 async def checkpointed(path: Path, copy: Path, rows: int) -> bool:
