@@ -309,6 +309,10 @@ class Move:
         )
 
 
+_STATE_TEXT = {state: state.value for state in StepState}
+"""A state as the plain text templates see; ``.value`` on an enum costs a descriptor call."""
+
+
 def scope_of(
     run: Run,
     steps: Iterable[StepRun],
@@ -324,7 +328,7 @@ def scope_of(
     return Scope(
         inputs=run.inputs,
         steps={
-            row.step_id: {"output": row.output, "state": row.state.value}
+            row.step_id: {"output": row.output, "state": _STATE_TEXT[row.state]}
             for row in steps
             if row.key == row.step_id
         },

@@ -99,31 +99,28 @@ def _prepare(
         rendered = render(step.url, scope, url=True)
         if not rendered.startswith(origin):
             raise TemplateError("the rendered url does not start with the literal host")
-        target = origin + _encode_dot_segments(rendered[len(origin) :])
+        url, text = _checked_url(origin, rendered[len(origin) :], origin)
     else:
         assert step.service is not None  # the model requires url or service
-        origin = _service_origin(step.service, services)
-        base = services[step.service].rstrip("/")
+        if step.service not in services:
+            raise ConfigError(f"service `{step.service}` has no base URL configured for this run")
+        base = services[step.service]
+        origin = _service_origin(step.service, base)
         path = render(step.path, scope, url=True)
         joint = "" if not path or path.startswith(("/", "?")) else "/"
-        target = base + _encode_dot_segments(joint + path)
-    try:
-        url = httpx.URL(target)
-        if step.query:
+        url, text = _checked_url(base.rstrip("/"), joint + path, origin)
+    if step.query:
+        try:
             url = url.copy_merge_params({k: render(v, scope) for k, v in step.query.items()})
-    except httpx.InvalidURL as exc:
-        raise TemplateError(f"the rendered url is not valid: {exc}") from None
-    expected = _origin_url(origin)  # parsed without error by _checked_origin
-    if _origin_of(url) != _origin_of(expected):
-        raise TemplateError(
-            f"the rendered url points at {url.host!r}, not at {expected.host!r}; "
-            "values may not change the host"
-        )
+        except httpx.InvalidURL as exc:
+            raise TemplateError(f"the rendered url is not valid: {exc}") from None
+        text = str(url)
     headers, content = _headers_and_body(step, scope, idempotency_key)
-    prepared = PreparedRequest(method=step.method, url=str(url), headers=headers, content=content)
+    prepared = PreparedRequest(method=step.method, url=text, headers=headers, content=content)
     return prepared, url
 
 
+@lru_cache(maxsize=256)
 def _literal_origin(source: str) -> str:
     """``scheme://authority`` of a url template, which must hold no template itself."""
     start = _TEMPLATE_START.search(source)
@@ -137,10 +134,8 @@ def _literal_origin(source: str) -> str:
     return _checked_origin(match.group("origin"), "`url`", TemplateError)
 
 
-def _service_origin(name: str, services: Mapping[str, str]) -> str:
-    if name not in services:
-        raise ConfigError(f"service `{name}` has no base URL configured for this run")
-    base = services[name]
+@lru_cache(maxsize=256)
+def _service_origin(name: str, base: str) -> str:
     match = _ORIGIN.match(base)
     if match is None or "?" in base or "#" in base or _TEMPLATE_START.search(base):
         raise ConfigError(
@@ -172,6 +167,27 @@ def _origin_url(origin: str) -> httpx.URL:
 def _origin_of(url: httpx.URL) -> tuple[str, str, int | None, str]:
     default = {"http": 80, "https": 443}.get(url.scheme)
     return url.scheme, url.host, url.port or default, url.userinfo.decode("ascii")
+
+
+@lru_cache(maxsize=1024)
+def _checked_url(prefix: str, rest: str, origin: str) -> tuple[httpx.URL, str]:
+    """``prefix + rest`` parsed, with dot segments of ``rest`` encoded; refused off ``origin``.
+
+    Cached on the rendered text (an ``httpx.URL`` is immutable): parsing it was
+    the largest part of building a request, and most steps send the same URL
+    on every run, or one of a few.
+    """
+    try:
+        url = httpx.URL(prefix + _encode_dot_segments(rest))
+    except httpx.InvalidURL as exc:
+        raise TemplateError(f"the rendered url is not valid: {exc}") from None
+    expected = _origin_url(origin)  # parsed without error by _checked_origin
+    if _origin_of(url) != _origin_of(expected):
+        raise TemplateError(
+            f"the rendered url points at {url.host!r}, not at {expected.host!r}; "
+            "values may not change the host"
+        )
+    return url, str(url)
 
 
 def _encode_dot_segments(rest: str) -> str:

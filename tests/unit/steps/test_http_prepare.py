@@ -65,6 +65,16 @@ def test_dots_inside_a_longer_value_are_left_alone() -> None:
     assert request.url == "https://api.example/releases/1.2.3"
 
 
+def test_every_value_gets_its_own_url_however_often_a_step_is_prepared() -> None:
+    """Parsed URLs are remembered by their text, so a new value is never sent an old URL."""
+    urls = [
+        build(with_inputs(sku=sku), service="inventory", path="/items/{{ inputs.sku }}").url
+        for sku in ["a", "b", "a", "..", "b"]
+    ]
+    base = "https://inventory.example/api/v1/items/"
+    assert urls == [base + "a", base + "b", base + "a", base + "%2E%2E", base + "b"]
+
+
 # ---------------------------------------------------------------- origin pinning
 
 
