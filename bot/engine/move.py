@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from operator import attrgetter
 from typing import Any
 
 from bot.definitions.models import FlowDef
@@ -57,6 +58,8 @@ class Context:
     definitions: Callable[[str], Definition | None] = field(default=lambda _name: None)
     """Look up another flow by name, for sub-flow steps."""
 
+
+_FINISH_SEQ = attrgetter("finish_seq")
 
 _PARSED: dict[str, FlowDef] = {}
 """Definitions by hash, most recently used last."""
@@ -112,7 +115,7 @@ class Move:
         self.new_runs: list[Run] = []
         self.emits: list[tuple[str, Event]] = []
         self.reply: str | None = None
-        self._finish_seq = max((s.finish_seq for s in self.steps.values()), default=0)
+        self._finish_seq = max(map(_FINISH_SEQ, self.steps.values()), default=0)
         self._status_dirty = False
         # The run's chain head moves with each entry; ``build`` writes it to the run
         # once, instead of copying the run for every entry.

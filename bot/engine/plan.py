@@ -13,6 +13,7 @@ import hashlib
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from enum import Enum
+from operator import attrgetter
 from typing import Any
 
 from bot.definitions.models import (
@@ -31,6 +32,8 @@ from bot.engine.states import RunState, StepState, TimerPurpose
 from bot.errors import TemplateError
 
 MAX_ITEMS = 1000
+
+_STATE = attrgetter("state")
 
 _DONE = frozenset({StepState.SUCCEEDED, StepState.SKIPPED, StepState.COMPENSATED})
 
@@ -59,7 +62,7 @@ def advance(move: Move) -> None:
 
 
 def _settle(move: Move) -> None:
-    moving = any(row.state is StepState.RUNNING for row in move.steps.values())
+    moving = StepState.RUNNING in map(_STATE, move.steps.values())
     state = RunState.RUNNING if moving else RunState.WAITING
     if state is not move.run.state:
         move.set_run(state=state)

@@ -74,7 +74,7 @@ class Attempt:
                 "status": response.status_code,
                 "headers": self.redactor.mask_data(headers),
                 "json": self.redactor.mask_data(_json(content_type, body), by_name=False),
-                "text": self.redactor.mask(_decode(response, body)),
+                "text": self.redactor.mask(_decode(response, body, content_type)),
             },
             status=response.status_code,
         )
@@ -83,7 +83,8 @@ class Attempt:
         status = response.status_code
         # Only the excerpt is shown, so a huge error page is not worth the cap.
         body, _ = await _read(response, min(self.step.max_response_bytes, ERROR_BODY_BYTES))
-        excerpt = _excerpt(self.redactor.mask(_decode(response, body)))
+        content_type = response.headers.get("content-type", "")
+        excerpt = _excerpt(self.redactor.mask(_decode(response, body, content_type)))
         detail = excerpt
         location = response.headers.get("location")
         if response.is_redirect and location:
@@ -193,10 +194,10 @@ def _decoded(response: httpx.Response) -> AsyncIterator[bytes]:
     return response.aiter_raw()
 
 
-def _decode(response: httpx.Response, body: bytes) -> str:
+def _decode(response: httpx.Response, body: bytes, content_type: str) -> str:
     # httpx finds the charset by parsing Content-Type as an email header, which
     # cost more than the rest of judging a response; most name none.
-    declared = "charset" in response.headers.get("content-type", "").lower()
+    declared = "charset" in content_type.lower()
     encoding = (response.charset_encoding if declared else None) or "utf-8"
     try:
         codecs.lookup(encoding)
