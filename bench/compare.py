@@ -43,11 +43,15 @@ _IMPORT = re.compile(r"\b(from|import) (bot|bench)\b")
 
 def export(revision: str, into: Path) -> None:
     """``bot`` and ``bench`` of ``revision`` under ``into``, as ``bot_then`` and ``bench_then``."""
-    archive = subprocess.run(
+    exported = subprocess.run(
         ["git", "archive", "--format=tar", revision, "bot", "bench"],
-        check=True,
         capture_output=True,
-    ).stdout
+        check=False,
+    )
+    if exported.returncode != 0:
+        reason = exported.stderr.decode(errors="replace").strip().splitlines()
+        raise SystemExit(f"cannot export {revision}: {reason[-1] if reason else 'git failed'}")
+    archive = exported.stdout
     with tempfile.TemporaryFile() as tar:
         tar.write(archive)
         tar.seek(0)
