@@ -21,6 +21,7 @@ about 2.5 min).
 from __future__ import annotations
 
 import importlib
+import io
 import re
 import statistics
 import subprocess
@@ -51,12 +52,11 @@ def export(revision: str, into: Path) -> None:
     if exported.returncode != 0:
         reason = exported.stderr.decode(errors="replace").strip().splitlines()
         raise SystemExit(f"cannot export {revision}: {reason[-1] if reason else 'git failed'}")
-    archive = exported.stdout
-    with tempfile.TemporaryFile() as tar:
-        tar.write(archive)
-        tar.seek(0)
-        with tarfile.open(fileobj=tar) as files:
-            files.extractall(into, filter="data")
+    with tarfile.open(fileobj=io.BytesIO(exported.stdout)) as files:
+        # Python 3.11.4 and later refuse links and paths that leave ``into``.
+        if hasattr(tarfile, "data_filter"):
+            files.extraction_filter = tarfile.data_filter
+        files.extractall(into)
     for old, new in _RENAMED.items():
         (into / old).rename(into / new)
     for source in into.rglob("*.py"):
