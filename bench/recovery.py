@@ -127,7 +127,11 @@ def succeeded(workdir: Path) -> int:
 
 
 def one_round() -> dict[str, float]:
-    workdir = Path(tempfile.mkdtemp(prefix="relay-recovery-"))
+    with tempfile.TemporaryDirectory(prefix="relay-recovery-") as name:
+        return _round_in(Path(name))
+
+
+def _round_in(workdir: Path) -> dict[str, float]:
     (workdir / "flows").mkdir()
     (workdir / "flows" / "slow.yaml").write_text(FLOW)
     with CountingService(hold=HOLD) as service:
