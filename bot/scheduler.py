@@ -28,7 +28,6 @@ on the flow): when two of its triggers fire together, the first listed starts it
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ from bot.definitions.inputs import coerce_inputs
 from bot.definitions.models import FlowDef, Trigger
 from bot.definitions.templating import render_data
 from bot.engine.move import scope_of
-from bot.engine.records import Run
+from bot.engine.records import Run, evolve
 from bot.engine.runner import Engine
 from bot.errors import InputInvalid, TemplateError
 
@@ -211,7 +210,7 @@ class Scheduler:
             )
             return None
         started = await self.engine.create_scheduled(
-            dataclasses.replace(run, inputs=inputs), fire_time=fire_time
+            evolve(run, inputs=inputs), fire_time=fire_time
         )
         if started is not None:
             log.info(
