@@ -55,3 +55,14 @@ def command_parser(
         epilog="examples:\n" + examples,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+
+
+def at_least_one(text: str) -> int:
+    """An argparse ``type`` for counts: a bad one is a usage error naming the value."""
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text!r}")
+    return number

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from bot import eventloop
+from bot.cli.common import at_least_one
 from bot.definitions.inputs import parse_assignments
 from bot.definitions.models import ApprovalStep
 from bot.directory import StaticDirectory
@@ -98,10 +99,18 @@ async def _follow(services: Services, run_id: str) -> int:
 def _answerer(services: Services, args: argparse.Namespace) -> Any:
     async def answer(run_id: str, key: str, approve: bool, reason: str | None) -> str:
         decision = Decision.APPROVED if approve else Decision.REJECTED
-        voters = [args.as_user] if args.as_user else []
-        if args.approve_all and not voters:
+        if args.approve_all:
+            # As the people the step would ask: the one who starts a run is often
+            # not allowed to approve it (a run permission, four eyes).
             voters = await _listed_approvers(services, run_id, key)
-        if not voters:
+            if not voters:
+                return (
+                    "no approver of this step is known here: list its groups' members in "
+                    f"RELAY_DIRECTORY_FILE, or answer with relay approve {run_id} {key} --as USER"
+                )
+        elif args.as_user:
+            voters = [args.as_user]
+        else:
             return "say who answers with --as USER"
         replies: list[str] = []
         for voter in voters:
@@ -240,6 +249,9 @@ async def _worker(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------ parsers
 
 
+_RUN_HELP = "the run's id, or a unique prefix of it"
+
+
 def _sync(coro_fn: Any, *extra: Any) -> Any:
     def call(args: argparse.Namespace) -> int:
         return int(eventloop.run(coro_fn(args, *extra)))
@@ -257,8 +269,17 @@ def register(commands: Any) -> None:
     )
     p.add_argument("flow", help="the flow's name")
     p.add_argument("assignments", nargs="*", metavar="key=value", help="inputs")
-    p.add_argument("--as", dest="as_user", metavar="USER", help="who starts it and answers")
-    p.add_argument("--approve-all", action="store_true", help="approve every approval (scripts)")
+    p.add_argument(
+        "--as",
+        dest="as_user",
+        metavar="USER",
+        help="who starts the run, and answers its approval questions at the prompt",
+    )
+    p.add_argument(
+        "--approve-all",
+        action="store_true",
+        help="approve every approval as the approvers the step names (for scripts)",
+    )
     p.add_argument("--dry-run", action="store_true", help="show the plan; call nothing")
     p.set_defaults(func=_sync(_run))
 
@@ -276,10 +297,20 @@ def register(commands: Any) -> None:
     )
     p.set_defaults(func=_sync(_worker))
 
-    p = commands.add_parser("runs", help="list recent runs", description="List recent runs.")
-    p.add_argument("--flow", help="only this flow")
-    p.add_argument("--state", action="append", choices=[s.value for s in RunState])
-    p.add_argument("--limit", type=int, default=20)
+    p = commands.add_parser(
+        "runs",
+        help="list recent runs",
+        description="List recent runs, newest first: id, flow, state, who started it and "
+        "when. Example: relay runs --state waiting --state failed",
+    )
+    p.add_argument("--flow", help="only runs of this flow")
+    p.add_argument(
+        "--state",
+        action="append",
+        choices=[s.value for s in RunState],
+        help="only runs in this state (repeat for several)",
+    )
+    p.add_argument("--limit", type=at_least_one, default=20, help="at most this many (default: 20)")
     p.set_defaults(func=_sync(_runs))
 
     p = commands.add_parser(
@@ -287,7 +318,7 @@ def register(commands: Any) -> None:
         help="show a run: steps, attempts, outputs, audit trail",
         description="Show one run (a unique prefix of its id is enough). Secrets are masked.",
     )
-    p.add_argument("run")
+    p.add_argument("run", help=_RUN_HELP)
     p.set_defaults(func=_sync(_show))
 
     for name, decision in (("approve", Decision.APPROVED), ("reject", Decision.REJECTED)):
@@ -297,10 +328,12 @@ def register(commands: Any) -> None:
             description=f"{name.title()} an approval step. "
             f"Example: relay {name} RUN STEP --as U0ANA",
         )
-        p.add_argument("run")
-        p.add_argument("step")
-        p.add_argument("--as", dest="as_user", metavar="USER", required=True)
-        p.add_argument("--reason")
+        p.add_argument("run", help=_RUN_HELP)
+        p.add_argument("step", help="the approval step's key, as `relay show` lists it")
+        p.add_argument(
+            "--as", dest="as_user", metavar="USER", required=True, help="who decides (a user id)"
+        )
+        p.add_argument("--reason", help="why; the flow may require one to reject")
         p.set_defaults(func=_sync(_vote, decision))
 
     for name, text in (
@@ -309,9 +342,9 @@ def register(commands: Any) -> None:
         ("skip", "skip a failed step and carry on"),
     ):
         p = commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
-        p.add_argument("run")
+        p.add_argument("run", help=_RUN_HELP)
         if name == "cancel":
-            p.add_argument("--reason")
+            p.add_argument("--reason", help="why, kept in the run's error and audit trail")
         else:
             p.add_argument("step", nargs="?", help="default: the step that failed")
         p.add_argument("--as", dest="as_user", metavar="USER", help="default: local operator")

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from bot import eventloop
-from bot.cli.common import Subparsers, command_parser
+from bot.cli.common import Subparsers, at_least_one, command_parser
 from bot.logs import configure
 from bot.settings import load_settings
 
@@ -41,16 +41,6 @@ def _serve(args: argparse.Namespace) -> int:
     return serve_processes(settings, socket=args.socket, host=args.host, ready=all_ready)
 
 
-def _at_least_one(text: str) -> int:
-    try:
-        number = int(text)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, got {text!r}")
-    return number
-
-
 def register(commands: Subparsers[argparse.ArgumentParser]) -> None:
     """Add ``relay serve`` to the parser."""
     p = command_parser(
@@ -74,7 +64,7 @@ def register(commands: Subparsers[argparse.ArgumentParser]) -> None:
     p.add_argument("--host", default="0.0.0.0", help="listen on this address (default 0.0.0.0)")
     p.add_argument(
         "--processes",
-        type=_at_least_one,
+        type=at_least_one,
         metavar="N",
         help="serving processes sharing the port (default: $WEB_CONCURRENCY or 1)",
     )
