@@ -159,7 +159,10 @@ async def _runs(args: argparse.Namespace) -> int:
     async with _services(passive=True) as services:
         states = [RunState(s) for s in args.state] if args.state else None
         runs = await services.store.list_runs(flow=args.flow, states=states, limit=args.limit)
-        print(runs_table(runs, services.engine.clock.now()))
+        if runs or not (args.flow or states):
+            print(runs_table(runs, services.engine.clock.now()))
+        else:
+            print("no runs match")
     return 0
 
 
@@ -268,7 +271,8 @@ def register(commands: Any) -> None:
         "approval questions asked here. Example: relay run order-processing order_id=42 amount=99",
     )
     p.add_argument("flow", help="the flow's name")
-    p.add_argument("assignments", nargs="*", metavar="key=value", help="inputs")
+    # A default keeps argparse from naming the optional inputs as required.
+    p.add_argument("assignments", nargs="*", default=[], metavar="key=value", help="inputs")
     p.add_argument(
         "--as",
         dest="as_user",
@@ -351,7 +355,7 @@ def register(commands: Any) -> None:
         p.set_defaults(func=_sync(_operate, name))
 
     p = commands.add_parser("audit", help="check the audit trail", description="Audit tools.")
-    audit = p.add_subparsers(dest="audit_command", required=True)
+    audit = p.add_subparsers(dest="audit_command", required=True, metavar="verify")
     v = audit.add_parser(
         "verify", help="check every run's hash chain", description="Verify every run's chain."
     )

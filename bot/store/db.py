@@ -177,7 +177,12 @@ class Database:
         try:
             found = await self.read(_settings)
         except (SQLAlchemyError, OSError) as exc:
-            raise ConfigError(f"the database does not answer: {exc.__class__.__name__}") from exc
+            # The driver's own words say what to fix ("unable to open database
+            # file", "Connect call failed"); SQLAlchemy's wrapper adds a URL to its docs.
+            cause = getattr(exc, "orig", None) or exc
+            reason = (str(cause).splitlines() or [""])[0] or cause.__class__.__name__
+            where = self.url.render_as_string(hide_password=True)
+            raise ConfigError(f"the database does not answer ({where}): {reason}") from exc
         if found is None:
             return
         journal, synchronous = found

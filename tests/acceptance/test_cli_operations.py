@@ -142,7 +142,7 @@ def test_runs_lists_and_filters(workdir: Path) -> None:
     assert waiting in only_waiting and rejected not in only_waiting
     both = relay(workdir, "runs", "--state", "waiting", "--state", "failed").stdout
     assert waiting in both and rejected in both
-    assert waiting not in relay(workdir, "runs", "--flow", "flaky").stdout
+    assert relay(workdir, "runs", "--flow", "flaky").stdout == "no runs match\n"
     assert len(relay(workdir, "runs", "--limit", "1").stdout.strip().splitlines()) < len(
         listed.stdout.strip().splitlines()
     )
@@ -151,6 +151,9 @@ def test_runs_lists_and_filters(workdir: Path) -> None:
     assert bad.returncode == 2
     assert "invalid choice: 'sleeping'" in bad.stderr
     assert "Traceback" not in bad.stderr
+    missing = relay(workdir, "run")
+    assert missing.returncode == 2
+    assert missing.stderr.splitlines()[-1].endswith("the following arguments are required: flow")
     negative = relay(workdir, "runs", "--limit", "-1")
     assert negative.returncode == 2
     assert "expected a whole number of 1 or more, got '-1'" in negative.stderr

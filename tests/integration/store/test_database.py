@@ -191,10 +191,14 @@ async def test_check_on_postgres(pg_url: str) -> None:
 
 
 async def test_check_reports_an_unreachable_server() -> None:
-    database = open_database("postgresql://postgres@127.0.0.1:1/nothing")
+    database = open_database("postgresql://postgres:hunter2@127.0.0.1:1/nothing")
     try:
-        with pytest.raises(ConfigError, match="does not answer"):
+        with pytest.raises(ConfigError, match="does not answer") as error:
             await database.check()
+        message = error.value.user_message
+        assert "127.0.0.1:1/nothing" in message
+        assert "[Errno 111]" in message  # ECONNREFUSED, in the driver's words
+        assert "hunter2" not in message
     finally:
         await database.close()
 
@@ -307,7 +311,8 @@ async def test_a_database_that_cannot_be_opened_fails_each_call_instead_of_hangi
             for _ in range(2):
                 with pytest.raises(sa.exc.OperationalError):
                     await database.write(lambda conn: conn.exec_driver_sql("SELECT 1"))
-            with pytest.raises(ConfigError, match="does not answer"):
+            with pytest.raises(ConfigError, match="does not answer") as error:
                 await database.check()
+            assert error.value.user_message.endswith(": unable to open database file")
     finally:
         await database.close()
