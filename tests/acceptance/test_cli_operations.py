@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from bot.demo.services import DemoServices
-from tests.acceptance.test_cli_runs import in_thread, relay
+from tests.acceptance.test_cli_runs import SHIP, in_thread, relay
 
 FLAKY = """
 name: flaky
@@ -34,18 +34,6 @@ steps:
   - id: after
     kind: notify
     text: carried on
-"""
-
-SHIP = """
-name: ship
-steps:
-  - id: ok
-    kind: approval
-    question: "Ship it?"
-    approvers: {users: [U0BOB]}
-  - id: tell
-    kind: notify
-    text: shipped
 """
 
 
