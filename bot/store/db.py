@@ -177,8 +177,8 @@ class Database:
         try:
             found = await self.read(_settings)
         except (SQLAlchemyError, OSError) as exc:
-            # The driver's own words say what to fix ("unable to open database
-            # file", "Connect call failed"); SQLAlchemy's wrapper adds a URL to its docs.
+            # The driver's own first line says what to fix ("unable to open database
+            # file", "Connection refused"); SQLAlchemy's text adds a link to its docs.
             cause = getattr(exc, "orig", None) or exc
             reason = (str(cause).splitlines() or [""])[0] or cause.__class__.__name__
             where = self.url.render_as_string(hide_password=True)
