@@ -70,6 +70,7 @@ async def test_an_operator_retries_then_skips_a_failed_step(workdir: Path) -> No
         refused = await in_thread(workdir, "retry", run_id, "--as", "U0MALLORY", env=env)
         assert refused.returncode == 1
         assert refused.stderr.count("\n") == 1
+        assert refused.stderr.startswith("relay: you may not retry runs of `flaky`")
         assert run_state(workdir, run_id) == "failed"
 
         retried = await in_thread(workdir, "retry", run_id, "--as", "U0OPS", env=env)
