@@ -19,10 +19,10 @@ def ago(when: datetime, now: datetime) -> str:
     return f"{seconds}s ago"
 
 
-def runs_table(runs: Sequence[Run], now: datetime) -> str:
-    """One line per run, newest first."""
+def runs_table(runs: Sequence[Run], now: datetime, *, filtered: bool = False) -> str:
+    """One line per run, newest first; ``filtered``: the runs are those some filter kept."""
     if not runs:
-        return "no runs yet"
+        return "no runs match" if filtered else "no runs yet"
     lines = [f"{'RUN':<13} {'FLOW':<24} {'STATE':<13} {'BY':<12} STARTED"]
     for run in runs:
         lines.append(

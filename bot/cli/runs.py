@@ -159,10 +159,8 @@ async def _runs(args: argparse.Namespace) -> int:
     async with _services(passive=True) as services:
         states = [RunState(s) for s in args.state] if args.state else None
         runs = await services.store.list_runs(flow=args.flow, states=states, limit=args.limit)
-        if runs or not (args.flow or states):
-            print(runs_table(runs, services.engine.clock.now()))
-        else:
-            print("no runs match")
+        filtered = bool(args.flow or states)
+        print(runs_table(runs, services.engine.clock.now(), filtered=filtered))
     return 0
 
 

@@ -6,7 +6,6 @@ types it; the stand-in services answer the HTTP steps.
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bot.demo.services import DemoServices
-from tests.acceptance.test_cli_runs import SHIP, in_thread, relay
+from tests.acceptance.test_cli_runs import SHIP, in_thread, relay, relay_environ
 
 FLAKY = """
 name: flaky
@@ -119,6 +118,7 @@ def test_reject_with_a_reason_and_cancel(workdir: Path) -> None:
 
 
 def test_runs_lists_and_filters(workdir: Path) -> None:
+    assert relay(workdir, "runs").stdout == "no runs yet\n"
     waiting = started(relay(workdir, "run", "ship"))
     rejected = started(relay(workdir, "run", "ship"))
     relay(workdir, "reject", rejected, "ok", "--as", "U0BOB", "--reason", "no")
@@ -152,15 +152,10 @@ def test_a_worker_left_running_finishes_approved_runs_and_stops_on_sigterm(
     workdir: Path,
 ) -> None:
     run_id = started(relay(workdir, "run", "ship"))
-    environ = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{workdir / 'relay.db'}",
-        "RELAY_FLOWS_DIR": str(workdir / "flows"),
-    }
     worker = subprocess.Popen(
         [sys.executable, "-m", "bot", "worker"],
         cwd=workdir,
-        env=environ,
+        env=relay_environ(workdir),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -59,7 +59,8 @@ steps:
 """
 
 
-def _environ(tmp: Path, env: dict[str, str] | None) -> dict[str, str]:
+def relay_environ(tmp: Path, env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment `relay` runs with in ``tmp``: its database and flows, no CI."""
     environ = {
         **os.environ,
         "DATABASE_URL": f"sqlite:///{tmp / 'relay.db'}",
@@ -79,7 +80,7 @@ def relay(
         [sys.executable, "-m", "bot", *args],
         capture_output=True,
         text=True,
-        env=_environ(tmp, env),
+        env=relay_environ(tmp, env),
         cwd=tmp,
         timeout=60,
         stdin=subprocess.DEVNULL,
@@ -98,7 +99,7 @@ def relay_at_terminal(tmp: Path, *args: str, answers: list[tuple[str, str]]) -> 
         stdin=slave,
         stdout=slave,
         stderr=slave,
-        env=_environ(tmp, None),
+        env=relay_environ(tmp),
         cwd=tmp,
     )
     os.close(slave)
